@@ -1,0 +1,369 @@
+#!/usr/bin/env python3
+"""Broadcast Chat client: a prompt to type at, with a reader thread beside it
+that prints what the others say above the line being typed.
+
+Without a terminal it is a tool: lines from standard input are sent, what
+arrives is printed, and it exits once the server has taken every line.
+"""
+
+import argparse
+import hashlib
+import os
+import signal
+import socket
+import sys
+import threading
+import time
+from typing import List, Optional, TextIO, Tuple
+
+import helpers
+
+try:
+    import readline
+except ImportError:     # Windows, or a Python built without it
+    readline = None
+
+BACKOFF_MAX = 30.0
+REGISTER_TIMEOUT = 10.0
+QUIT_TIMEOUT = 10.0
+
+RESET = "\033[0m"
+DIM = "\033[2m"
+BOLD = "\033[1m"
+RED = "\033[31m"
+YELLOW = "\033[33m"
+MAGENTA = "\033[35m"
+CYAN = "\033[36m"
+NAME_COLOURS = ("\033[32m", "\033[34m", "\033[35m", "\033[36m",
+                "\033[92m", "\033[94m", "\033[95m", "\033[96m", "\033[33m")
+
+
+class ChatError(Exception):
+    """A problem to tell the person in one line, then exit with .code."""
+
+    def __init__(self, message: str, code: int = 1) -> None:
+        super().__init__(message)
+        self.code = code
+
+
+# --------------------------------------------------------------------------
+# Display: pure functions from a server line to what the terminal shows
+
+
+def name_colour(name: str) -> str:
+    digest = hashlib.md5(helpers.name_key(name).encode("utf-8")).digest()
+    return NAME_COLOURS[digest[0] % len(NAME_COLOURS)]
+
+
+def render(line: str, colour: bool) -> str:
+    """A line from the server as shown: sanitised, coloured if asked."""
+    line = helpers.sanitize(line)
+    if not colour:
+        return line
+    parsed = helpers.parse_server_line(line)
+    stamp = DIM + parsed.stamp + RESET + " "
+    kind, name, text = parsed.kind, parsed.name, parsed.text
+    if kind == "message":
+        return stamp + name_colour(name) + "<" + name + ">" + RESET + " " + text
+    if kind == "action":
+        return stamp + MAGENTA + "* " + name + " " + text + RESET
+    if kind == "private_in":
+        return stamp + BOLD + CYAN + "*" + name + "*" + RESET + " " + text
+    if kind == "private_out":
+        return stamp + CYAN + "-> *" + name + "*" + RESET + " " + text
+    if kind == "notice":
+        return stamp + YELLOW + "-- " + text + RESET
+    if kind == "error":
+        return stamp + RED + "!! " + text + RESET
+    return line
+
+
+def want_colour(disabled: bool, stream: TextIO) -> bool:
+    if disabled or os.environ.get("NO_COLOR"):
+        return False
+    return stream.isatty() and os.environ.get("TERM") != "dumb"
+
+
+# --------------------------------------------------------------------------
+# The connection
+
+
+class Connection:
+    """A socket to the server read as lines."""
+
+    def __init__(self, host: str, port: int) -> None:
+        try:
+            self.sock = socket.create_connection((host, port), timeout=REGISTER_TIMEOUT)
+        except socket.gaierror:
+            raise ChatError("cannot find the host %s" % host)
+        except ConnectionRefusedError:
+            raise ChatError("cannot connect to %s:%d: nothing is listening there. "
+                            "Is the server running? Start it with: python3 server.py"
+                            % (host, port))
+        except OSError as exc:
+            raise ChatError("cannot connect to %s:%d: %s" % (host, port, exc.strerror or exc))
+        self.framer = helpers.LineFramer(1 << 20)
+        self.pending = []   # type: List[str]
+        self.send_lock = threading.Lock()
+
+    def read_line(self) -> Optional[str]:
+        """The next line from the server, or None at the end."""
+        while not self.pending:
+            try:
+                data = self.sock.recv(65536)
+            except socket.timeout:
+                raise ChatError("the server did not answer in time")
+            except OSError:
+                return None
+            if not data:
+                return None
+            lines, _ = self.framer.feed(data)
+            self.pending.extend(helpers.decode(line) for line in lines)
+        return self.pending.pop(0)
+
+    def send_line(self, text: str) -> None:
+        with self.send_lock:
+            self.sock.sendall(text.encode("utf-8") + b"\n")
+
+    def register(self, wanted: str, say) -> str:
+        """Take the name wanted, or the first free variant; return it."""
+        for attempt in range(100):
+            name = wanted if attempt == 0 else helpers.name_variant(wanted, attempt)
+            self.send_line("/nick " + name)
+            while True:
+                line = self.read_line()
+                if line is None:
+                    raise ChatError("the server closed the connection")
+                text = helpers.parse_server_line(line).text
+                if text.startswith(helpers.WELCOME_PREFIX):
+                    if name != wanted:
+                        say(helpers.fmt_notice(helpers.clock_stamp(),
+                                               "%s is taken; you are %s" % (wanted, name)))
+                    say(line)
+                    self.sock.settimeout(None)
+                    return name
+                if text.startswith(helpers.NAME_TAKEN_PREFIX):
+                    break
+                if text.startswith("invalid name"):
+                    raise ChatError(text, code=2)
+                say(line)
+        raise ChatError("no free variant of the name %s" % wanted)
+
+    def close(self) -> None:
+        try:
+            self.sock.shutdown(socket.SHUT_RDWR)
+        except OSError:
+            pass
+        self.sock.close()
+
+
+# --------------------------------------------------------------------------
+# The client
+
+
+class Client:
+    def __init__(self, options: argparse.Namespace, out: TextIO = sys.stdout) -> None:
+        self.options = options
+        self.out = out
+        self.interactive = sys.stdin.isatty() and out.isatty()
+        self.colour = want_colour(options.no_color, out)
+        self.name = options.name or helpers.name_from_hostname(socket.gethostname())
+        self.conn = None        # type: Optional[Connection]
+        self.print_lock = threading.Lock()
+        self.quitting = threading.Event()
+        self.reader_done = threading.Event()
+        self.exit_code = 0
+        self.refused = 0
+
+    # -- output -------------------------------------------------------------
+
+    def prompt(self) -> str:
+        return self.name + "> "
+
+    def show(self, line: str) -> None:
+        """Print a line above the prompt, keeping what is half typed."""
+        text = render(line.rstrip("\n"), self.colour)
+        with self.print_lock:
+            if self.interactive and readline is not None:
+                typed = readline.get_line_buffer()
+                self.out.write("\r\033[2K" + text + "\n" + self.prompt() + typed)
+            elif self.interactive:
+                self.out.write("\r\033[2K" + text + "\n" + self.prompt())
+            else:
+                self.out.write(text + "\n")
+            self.out.flush()
+
+    def status(self, text: str) -> None:
+        self.show(helpers.fmt_notice(helpers.clock_stamp(), text))
+
+    # -- connection ---------------------------------------------------------
+
+    def connect(self) -> None:
+        conn = Connection(self.options.host, self.options.port)
+        try:
+            self.name = conn.register(self.name, self.show)
+        except BaseException:
+            conn.close()
+            raise
+        self.conn = conn
+
+    def read_forever(self) -> None:
+        """The reader thread: print lines; on a lost connection, reconnect."""
+        try:
+            while True:
+                line = self.conn.read_line() if self.conn else None
+                if line is not None:
+                    self.note_refusal(line)
+                    self.show(line)
+                    continue
+                if self.quitting.is_set() or not self.interactive or self.options.no_reconnect:
+                    if not self.quitting.is_set():
+                        self.status("connection to the server lost")
+                        self.exit_code = 1
+                        self.interrupt_main()
+                    return
+                self.conn = None
+                if not self.reconnect():
+                    return
+        finally:
+            self.reader_done.set()
+
+    def note_refusal(self, line: str) -> None:
+        text = helpers.parse_server_line(line)
+        if text.kind == "error" and text.text.startswith(("flood:", "line too long:")):
+            self.refused += 1
+
+    def reconnect(self) -> bool:
+        delay = 1.0
+        self.status("connection lost; reconnecting (Ctrl-C to quit)")
+        while not self.quitting.wait(delay):
+            try:
+                self.connect()
+            except ChatError as exc:
+                self.status("%s; trying again in %d s" % (exc, min(delay * 2, BACKOFF_MAX)))
+                delay = min(delay * 2, BACKOFF_MAX)
+                continue
+            self.status("reconnected as %s" % self.name)
+            return True
+        return False
+
+    def interrupt_main(self) -> None:
+        if self.interactive:
+            os.kill(os.getpid(), signal.SIGINT)
+
+    def send(self, text: str) -> bool:
+        conn = self.conn
+        if conn is None:
+            self.show(helpers.fmt_error(helpers.clock_stamp(), "not connected: line not sent"))
+            return False
+        try:
+            conn.send_line(text)
+        except OSError:
+            self.show(helpers.fmt_error(helpers.clock_stamp(), "not connected: line not sent"))
+            return False
+        return True
+
+    # -- input --------------------------------------------------------------
+
+    def type_loop(self) -> None:
+        """The person's side: read lines at a prompt until /quit, ^D or ^C."""
+        while not self.reader_done.is_set():
+            try:
+                text = input(self.prompt())
+            except EOFError:
+                break
+            if text.strip():
+                self.send(text)
+            if text.split(" ", 1)[0].lower() == "/quit":
+                self.quitting.set()
+                return
+        self.quit()
+
+    def pipe_loop(self, lines: TextIO) -> None:
+        """Send each line of input, paced under the server's default flood limit."""
+        bucket = helpers.TokenBucket(helpers.DEFAULT_RATE_LIMIT * 0.9,
+                                     helpers.DEFAULT_BURST // 2)
+        for text in lines:
+            text = text.rstrip("\r\n")
+            if not text.strip():
+                continue
+            while bucket.take(1) == 0:
+                time.sleep(0.01)        # pacing, not synchronisation
+            if not self.send(text):
+                self.exit_code = 1
+                return
+            if text.split(" ", 1)[0].lower() == "/quit":
+                self.quitting.set()
+                return
+        self.quit()
+
+    def quit(self) -> None:
+        self.quitting.set()
+        if self.conn is not None:
+            try:
+                self.conn.send_line("/quit")
+            except OSError:
+                pass
+
+    def run(self) -> int:
+        self.connect()
+        reader = threading.Thread(target=self.read_forever, name="reader", daemon=True)
+        reader.start()
+        try:
+            if self.interactive:
+                self.type_loop()
+            else:
+                self.pipe_loop(sys.stdin)
+        except KeyboardInterrupt:
+            if self.exit_code == 0:
+                self.quit()
+        if self.interactive:
+            self.out.write("\n")
+        # The server answers /quit and closes: then every line was handled.
+        self.reader_done.wait(QUIT_TIMEOUT)
+        if self.refused and self.exit_code == 0:
+            self.exit_code = 1
+        return self.exit_code
+
+
+def parse_args(argv: Optional[List[str]] = None) -> argparse.Namespace:
+    parser = argparse.ArgumentParser(prog="client.py", description="Broadcast Chat client.")
+    add_client_options(parser)
+    return parser.parse_args(argv)
+
+
+def add_client_options(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument("--host", default=helpers.DEFAULT_HOST,
+                        help="server address (default %(default)s)")
+    parser.add_argument("--port", type=int, default=helpers.DEFAULT_PORT,
+                        help="server port (default %(default)s)")
+    parser.add_argument("--name", help="your name (default: this machine's host name)")
+    parser.add_argument("--no-color", action="store_true",
+                        help="no colours (also when NO_COLOR is set or output is not a terminal)")
+    parser.add_argument("--no-reconnect", action="store_true",
+                        help="exit when the connection is lost instead of reconnecting")
+    parser.add_argument("--version", action="version", version="%(prog)s " + helpers.__version__)
+
+
+def run(options: argparse.Namespace) -> int:
+    if options.name is not None:
+        _, problem = helpers.check_name(options.name)
+        if problem:
+            print("client.py: error: invalid name: " + problem, file=sys.stderr)
+            return 2
+    client = Client(options)
+    try:
+        return client.run()
+    except ChatError as exc:
+        print("client.py: error: %s" % exc, file=sys.stderr)
+        return exc.code
+    except KeyboardInterrupt:
+        return 130
+
+
+def main(argv: Optional[List[str]] = None) -> int:
+    return run(parse_args(argv))
+
+
+if __name__ == "__main__":
+    sys.exit(main())
