@@ -31,6 +31,7 @@ FLOOD_STRIKES = 10          # refused batches in a row before a disconnect
 THREAD_STACK = 512 * 1024
 SHUTDOWN_GRACE = 1.0        # seconds to flush goodbyes at shutdown
 CLIENTS_FILE_INTERVAL = 0.5 # seconds between two writes of clients.json
+IDLE_CHECK_INTERVAL = 1.0   # seconds between two looks for idle clients
 
 DONTWAIT = getattr(socket, "MSG_DONTWAIT", 0)
 
@@ -91,8 +92,9 @@ class Room:
     """
 
     def __init__(self, queue_limit: int, max_clients: int, max_per_address: int,
-                 log: Log) -> None:
+                 log: Log, idle_timeout: float = 0) -> None:
         self.lock = threading.Lock()
+        self.idle_timeout = idle_timeout
         self.queue_limit = queue_limit
         self.max_clients = max_clients
         self.max_per_address = max_per_address
@@ -256,19 +258,37 @@ class Room:
         member.queue.append(data)
         member.queued += len(data)
 
-    def _drop(self, member: Member, reason: str) -> None:
-        """Disconnect a member; its handler thread sees the socket end."""
+    def _drop(self, member: Member, reason: str, tell: bool = False) -> None:
+        """Disconnect a member; its handler thread sees the socket end.
+
+        With tell, the member's queue is kept and the reason is added to it,
+        to go out before the Outbox closes the socket.
+        """
         member.reason = reason
-        member.queue.clear()
+        if tell:
+            line = helpers.fmt_error(helpers.clock_stamp(), "disconnected: " + reason)
+            member.queue.append(line.encode())
+            how = socket.SHUT_RD
+        else:
+            member.queue.clear()
+            how = socket.SHUT_RDWR
         try:
-            member.sock.shutdown(socket.SHUT_RDWR)
+            member.sock.shutdown(how)
         except OSError:
             pass
 
-    def drop(self, member: Member, reason: str) -> None:
+    def drop_idle(self) -> None:
+        """Disconnect the members silent for longer than idle_timeout."""
+        horizon = time.monotonic() - self.idle_timeout
+        with self.lock:
+            for member in self.members:
+                if member.last_heard < horizon and not member.reason:
+                    self._drop(member, "idle for more than %g s" % self.idle_timeout, tell=True)
+
+    def drop(self, member: Member, reason: str, tell: bool = False) -> None:
         with self.lock:
             if not member.gone:
-                self._drop(member, reason)
+                self._drop(member, reason, tell)
 
     def close(self, goodbye: str) -> None:
         """Say goodbye to everyone, flush briefly, and close every socket."""
@@ -333,9 +353,11 @@ class Outbox(threading.Thread):
     def run(self) -> None:
         room = self.room
         more = False
+        idle_check = time.monotonic() + IDLE_CHECK_INTERVAL
         while True:
             writable = []
-            timeout = 0 if more else (0.02 if self.stopping else None)
+            timeout = 0 if more else (0.02 if self.stopping else
+                                      IDLE_CHECK_INTERVAL if room.idle_timeout else None)
             for key, _ in self.selector.select(timeout):
                 if key.data is None:
                     try:
@@ -369,6 +391,9 @@ class Outbox(threading.Thread):
                     retiring = [m for m in retiring if not m.queue]
             for member in retiring:
                 self._close(member)
+            if room.idle_timeout and time.monotonic() >= idle_check:
+                room.drop_idle()
+                idle_check = time.monotonic() + IDLE_CHECK_INTERVAL
             if self.stopping and not self.retiring:
                 with room.lock:
                     if not self.retiring:
@@ -389,8 +414,6 @@ class Outbox(threading.Thread):
         return b"".join(parts)
 
     def _send(self, member: Member, data: bytes) -> int:
-        if member.reason and not self.stopping:
-            return len(data)    # dropped: discard
         try:
             return member.sock.send(data, DONTWAIT)
         except (BlockingIOError, InterruptedError):
@@ -411,9 +434,8 @@ class Outbox(threading.Thread):
             member.watched = False
 
     def _close(self, member: Member) -> None:
-        if member.queue and not member.reason:
-            data = self._take(member)
-            self._send(member, data)
+        if member.queue:    # a last goodbye or reason: one try, never a wait
+            self._send(member, self._take(member))
         self._watch(member, False)
         try:
             member.sock.shutdown(socket.SHUT_RDWR)
@@ -493,7 +515,7 @@ class Session:
         if granted < len(lines):
             self.strikes += 1
             if self.strikes >= FLOOD_STRIKES:
-                self.room.drop(self.member, "flooding")
+                self.room.drop(self.member, "flooding", tell=True)
                 return
             self.error("flood: %d line%s not sent; the limit is %g lines a second" % (
                 len(lines) - granted, "" if len(lines) - granted == 1 else "s", self.rate))
@@ -624,7 +646,7 @@ class ChatServer(socketserver.ThreadingTCPServer):
         self.rate_limit = options.rate_limit
         self.burst = max(options.burst, 1)
         self.room = Room(options.queue_limit, options.max_clients,
-                         options.max_per_address, log)
+                         options.max_per_address, log, options.idle_timeout)
         self.clients_file = ClientsFile(options.clients_file, self.room, log)
 
     def tune(self, sock: socket.socket) -> None:
@@ -692,6 +714,8 @@ def add_server_options(parser: argparse.ArgumentParser) -> None:
                                                     "(default %(default)s)")
     parser.add_argument("--burst", type=int, default=helpers.DEFAULT_BURST, metavar="LINES",
                         help="lines a client may send at once above the rate (default %(default)s)")
+    parser.add_argument("--idle-timeout", type=float, default=0, metavar="SECONDS",
+                        help="disconnect a client silent this long; 0 for never (default %(default)s)")
     parser.add_argument("--max-line", type=int, default=helpers.DEFAULT_MAX_LINE, metavar="BYTES",
                         help="longest line accepted (default %(default)s)")
     parser.add_argument("--version", action="version", version="%(prog)s " + helpers.__version__)
@@ -700,7 +724,7 @@ def add_server_options(parser: argparse.ArgumentParser) -> None:
 def check_options(options: argparse.Namespace) -> Optional[str]:
     if not 0 <= options.port <= 65535:
         return "bad port %d: use a number from 1 to 65535 (0 picks a free one)" % options.port
-    for name in ("max_clients", "max_per_address", "rate_limit"):
+    for name in ("max_clients", "max_per_address", "rate_limit", "idle_timeout", "burst"):
         if getattr(options, name) < 0:
             return "--%s cannot be negative" % name.replace("_", "-")
     if options.queue_limit < 1024 or options.max_line < 16:
