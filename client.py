@@ -11,10 +11,11 @@ import hashlib
 import os
 import signal
 import socket
+import ssl
 import sys
 import threading
 import time
-from typing import List, Optional, TextIO, Tuple
+from typing import List, Optional, TextIO
 
 import helpers
 
@@ -89,9 +90,9 @@ def want_colour(disabled: bool, stream: TextIO) -> bool:
 
 
 class Connection:
-    """A socket to the server read as lines."""
+    """A socket to the server read as lines, with TLS done in memory."""
 
-    def __init__(self, host: str, port: int) -> None:
+    def __init__(self, host: str, port: int, context: Optional[ssl.SSLContext] = None) -> None:
         try:
             self.sock = socket.create_connection((host, port), timeout=REGISTER_TIMEOUT)
         except socket.gaierror:
@@ -105,6 +106,26 @@ class Connection:
         self.framer = helpers.LineFramer(1 << 20)
         self.pending = []   # type: List[str]
         self.send_lock = threading.Lock()
+        self.tls = None     # type: Optional[helpers.TlsCodec]
+        if context is not None:
+            self.start_tls(context, host)
+
+    def start_tls(self, context: ssl.SSLContext, host: str) -> None:
+        codec = helpers.TlsCodec(context, server_side=False, server_hostname=host)
+        try:
+            helpers.tls_handshake(self.sock, codec)
+        except ssl.SSLError as exc:
+            self.close()
+            reason = helpers.describe_tls_error(exc)
+            hint = (" (is it a server without TLS? try without --tls)"
+                    if "does not speak TLS" in reason else
+                    " (for a self-signed certificate use --cafile CERT)"
+                    if "certificate" in reason else "")
+            raise ChatError("TLS handshake failed: %s%s" % (reason, hint))
+        except (OSError, ConnectionError) as exc:
+            self.close()
+            raise ChatError("TLS handshake failed: %s" % (getattr(exc, "strerror", None) or exc))
+        self.tls = codec
 
     def read_line(self) -> Optional[str]:
         """The next line from the server, or None at the end."""
@@ -117,23 +138,37 @@ class Connection:
                 return None
             if not data:
                 return None
+            if self.tls is not None:
+                data, reply, closed = self.tls.decrypt(data)
+                if reply:
+                    self.send_bytes(b"")
+                if closed and not data:
+                    return None
             lines, _ = self.framer.feed(data)
             self.pending.extend(helpers.decode(line) for line in lines)
         return self.pending.pop(0)
 
     def send_line(self, text: str) -> None:
-        with self.send_lock:
-            self.sock.sendall(text.encode("utf-8") + b"\n")
+        self.send_bytes(text.encode("utf-8") + b"\n")
 
-    def register(self, wanted: str, say) -> str:
+    def send_bytes(self, data: bytes) -> None:
+        with self.send_lock:
+            if self.tls is not None:
+                data = self.tls.encrypt(data)
+            self.sock.sendall(data)
+
+    def register(self, wanted: str, say, password: Optional[bytes] = None) -> str:
         """Take the name wanted, or the first free variant; return it."""
+        if password is not None:
+            self.send_bytes(b"/pass " + password + b"\n")
         for attempt in range(100):
             name = wanted if attempt == 0 else helpers.name_variant(wanted, attempt)
             self.send_line("/nick " + name)
             while True:
                 line = self.read_line()
                 if line is None:
-                    raise ChatError("the server closed the connection")
+                    raise ChatError("the server closed the connection%s" % (
+                        "" if self.tls else " (if it uses TLS, add --tls)"))
                 text = helpers.parse_server_line(line).text
                 if text.startswith(helpers.WELCOME_PREFIX):
                     if name != wanted:
@@ -146,6 +181,8 @@ class Connection:
                     break
                 if text.startswith("invalid name"):
                     raise ChatError(text, code=2)
+                if text.startswith((helpers.WRONG_PASSWORD, "password needed")):
+                    raise ChatError(text)
                 say(line)
         raise ChatError("no free variant of the name %s" % wanted)
 
@@ -174,6 +211,8 @@ class Client:
         self.reader_done = threading.Event()
         self.exit_code = 0
         self.refused = 0
+        self.tls_context = tls_context(options)
+        self.password = helpers.read_password(options.password_file, os.environ)
 
     # -- output -------------------------------------------------------------
 
@@ -199,9 +238,9 @@ class Client:
     # -- connection ---------------------------------------------------------
 
     def connect(self) -> None:
-        conn = Connection(self.options.host, self.options.port)
+        conn = Connection(self.options.host, self.options.port, self.tls_context)
         try:
-            self.name = conn.register(self.name, self.show)
+            self.name = conn.register(self.name, self.show, self.password)
         except BaseException:
             conn.close()
             raise
@@ -342,7 +381,27 @@ def add_client_options(parser: argparse.ArgumentParser) -> None:
                         help="no colours (also when NO_COLOR is set or output is not a terminal)")
     parser.add_argument("--no-reconnect", action="store_true",
                         help="exit when the connection is lost instead of reconnecting")
+    parser.add_argument("--tls", action="store_true",
+                        help="connect with TLS, checking the server's certificate and name")
+    parser.add_argument("--cafile", metavar="FILE",
+                        help="trust this certificate (PEM), e.g. a self-signed one; implies --tls")
+    parser.add_argument("--insecure", action="store_true",
+                        help="TLS without checking the certificate (warns); implies --tls")
+    parser.add_argument("--password-file", metavar="FILE",
+                        help="room password: the first line of FILE (or set %s)" % helpers.PASSWORD_ENV)
     parser.add_argument("--version", action="version", version="%(prog)s " + helpers.__version__)
+
+
+def tls_context(options: argparse.Namespace) -> Optional[ssl.SSLContext]:
+    if not (options.tls or options.cafile or options.insecure):
+        return None
+    context = ssl.create_default_context(cafile=options.cafile)
+    if options.insecure:
+        print("client.py: warning: --insecure: the server's certificate is not checked, "
+              "so anyone in between can read and change the chat", file=sys.stderr)
+        context.check_hostname = False
+        context.verify_mode = ssl.CERT_NONE
+    return context
 
 
 def run(options: argparse.Namespace) -> int:
@@ -351,7 +410,15 @@ def run(options: argparse.Namespace) -> int:
         if problem:
             print("client.py: error: invalid name: " + problem, file=sys.stderr)
             return 2
-    client = Client(options)
+    try:
+        client = Client(options)
+    except ValueError as exc:       # the password file
+        print("client.py: error: %s" % exc, file=sys.stderr)
+        return 2
+    except (ssl.SSLError, OSError) as exc:   # the --cafile
+        print("client.py: error: cannot use the certificate file %s: %s" % (
+            options.cafile, getattr(exc, "strerror", None) or exc), file=sys.stderr)
+        return 2
     try:
         return client.run()
     except ChatError as exc:

@@ -9,10 +9,12 @@ import collections
 import json
 import os
 import re
+import ssl
 import tempfile
+import threading
 import time
 import unicodedata
-from typing import Any, Callable, Dict, Iterable, List, Optional, Tuple
+from typing import Any, Callable, Dict, List, Optional, Tuple
 
 __version__ = "1.0.0"
 
@@ -282,6 +284,28 @@ def parse_server_line(line: str) -> ServerLine:
 # Replies the client recognises while it registers its name.
 WELCOME_PREFIX = "welcome, "
 NAME_TAKEN_PREFIX = "name taken: "
+PASSWORD_NEEDED = ("password needed: this chat has a password; send /pass SECRET first "
+                   "(client.py reads it from BROADCAST_PASSWORD or --password-file)")
+WRONG_PASSWORD = "wrong password"
+PASSWORD_ENV = "BROADCAST_PASSWORD"
+
+
+def read_password(path: Optional[str], environ: Dict[str, str]) -> Optional[bytes]:
+    """The room password from a file (first line) or the environment.
+
+    Raises ValueError with a message for a file that cannot be used.
+    """
+    if path:
+        try:
+            with open(path, "rb") as handle:
+                secret = handle.read().split(b"\n", 1)[0].rstrip(b"\r")
+        except OSError as exc:
+            raise ValueError("cannot read the password file %s: %s" % (path, exc.strerror or exc))
+        if not secret:
+            raise ValueError("the password file %s is empty" % path)
+        return secret
+    secret_text = environ.get(PASSWORD_ENV)
+    return secret_text.encode("utf-8") if secret_text else None
 
 
 # --------------------------------------------------------------------------
@@ -363,12 +387,89 @@ def read_json(path: str, default: Any = None) -> Any:
         return default
 
 
-def chunked(items: Iterable[Any], size: int) -> Iterable[List[Any]]:
-    batch = []  # type: List[Any]
-    for item in items:
-        batch.append(item)
-        if len(batch) == size:
-            yield batch
-            batch = []
-    if batch:
-        yield batch
+# --------------------------------------------------------------------------
+# TLS in memory
+
+
+class TlsCodec:
+    """TLS over memory buffers (ssl.MemoryBIO): bytes in, bytes out.
+
+    The socket stays a plain socket, so the server can write it without
+    blocking (MSG_DONTWAIT) and two threads can share one connection: the
+    lock keeps the reader's decrypt and the writer's encrypt apart.
+    """
+
+    def __init__(self, context: ssl.SSLContext, server_side: bool,
+                 server_hostname: Optional[str] = None) -> None:
+        self.incoming = ssl.MemoryBIO()
+        self.outgoing = ssl.MemoryBIO()
+        self.obj = context.wrap_bio(self.incoming, self.outgoing, server_side=server_side,
+                                    server_hostname=server_hostname)
+        self.lock = threading.Lock()
+
+    def handshake(self, data: bytes) -> Tuple[bool, bytes]:
+        """Feed what arrived; return (finished, bytes to send). Raises ssl.SSLError."""
+        with self.lock:
+            if data:
+                self.incoming.write(data)
+            try:
+                self.obj.do_handshake()
+                done = True
+            except ssl.SSLWantReadError:
+                done = False
+            return done, self.outgoing.read()
+
+    def decrypt(self, data: bytes) -> Tuple[bytes, bool, bool]:
+        """Feed what arrived: (plain text, has bytes to send back, peer closed).
+
+        Bytes to send back (a TLS reply) wait for the next encrypt().
+        """
+        with self.lock:
+            self.incoming.write(data)
+            parts = []
+            closed = False
+            while True:
+                try:
+                    chunk = self.obj.read(65536)
+                except ssl.SSLWantReadError:
+                    break
+                except ssl.SSLZeroReturnError:
+                    closed = True
+                    break
+                if not chunk:
+                    closed = True
+                    break
+                parts.append(chunk)
+            return b"".join(parts), self.outgoing.pending > 0, closed
+
+    def encrypt(self, data: bytes) -> bytes:
+        """Plain text to TLS records, with anything else waiting to go out."""
+        with self.lock:
+            if data:
+                self.obj.write(data)
+            return self.outgoing.read()
+
+
+def tls_handshake(sock: Any, codec: TlsCodec) -> None:
+    """Run the handshake over a blocking socket (its timeout bounds each read)."""
+    done, out = codec.handshake(b"")
+    while True:
+        if out:
+            sock.sendall(out)
+        if done:
+            return
+        data = sock.recv(16384)
+        if not data:
+            raise ConnectionError("connection closed during the TLS handshake")
+        done, out = codec.handshake(data)
+
+
+def describe_tls_error(exc: Exception) -> str:
+    """A TLS failure in words a person can act on."""
+    text = str(getattr(exc, "reason", None) or exc)
+    if "WRONG_VERSION_NUMBER" in text or "UNKNOWN_PROTOCOL" in text or "record layer" in text:
+        return "the other side does not speak TLS"
+    if "CERTIFICATE_VERIFY_FAILED" in text or isinstance(exc, getattr(ssl, "CertificateError", ())):
+        return "the certificate was not accepted (%s)" % (
+            getattr(exc, "verify_message", None) or text)
+    return text

@@ -11,11 +11,14 @@ nobody; and a ClientsFile thread that keeps clients.json current.
 import argparse
 import collections
 import errno
+import hmac
+import ipaddress
 import os
 import selectors
 import signal
 import socket
 import socketserver
+import ssl
 import sys
 import threading
 import time
@@ -32,6 +35,7 @@ THREAD_STACK = 512 * 1024
 SHUTDOWN_GRACE = 1.0        # seconds to flush goodbyes at shutdown
 CLIENTS_FILE_INTERVAL = 0.5 # seconds between two writes of clients.json
 IDLE_CHECK_INTERVAL = 1.0   # seconds between two looks for idle clients
+HANDSHAKE_TIMEOUT = 10.0    # seconds for TLS and the password before joining
 
 DONTWAIT = getattr(socket, "MSG_DONTWAIT", 0)
 
@@ -58,21 +62,25 @@ class Member:
     """One connected client: its socket, name and send queue.
 
     The queue fields are guarded by Room.lock; `unsent` and `watched` belong
-    to the Outbox thread alone.
+    to the Outbox thread alone. With TLS, `tls` turns the plain text queued
+    into the bytes sent, so the socket itself stays a plain socket.
     """
 
-    __slots__ = ("sock", "host", "address", "connected_at", "name", "key", "queue",
-                 "queued", "gone", "reason", "watched", "last_heard")
+    __slots__ = ("sock", "tls", "host", "address", "connected_at", "name", "key",
+                 "queue", "queued", "unsent", "gone", "reason", "watched", "last_heard")
 
-    def __init__(self, sock: socket.socket, peer: Tuple) -> None:
+    def __init__(self, sock: socket.socket, peer: Tuple,
+                 tls: Optional[helpers.TlsCodec] = None) -> None:
         self.sock = sock
+        self.tls = tls
         self.host = peer[0]
         self.address = helpers.format_address(peer)
         self.connected_at = time.time()
         self.name = None        # type: Optional[str]
         self.key = None         # type: Optional[str]
         self.queue = collections.deque()  # type: Deque[bytes]
-        self.queued = 0         # bytes in queue and in flight
+        self.queued = 0         # bytes in queue
+        self.unsent = b""       # bytes a send() did not take (Outbox only)
         self.gone = False       # left the room; the Outbox closes the socket
         self.reason = ""        # why the server dropped it, if it did
         self.watched = False    # the Outbox waits for it to become writable
@@ -110,7 +118,8 @@ class Room:
 
     # -- membership ---------------------------------------------------------
 
-    def admit(self, sock: socket.socket, peer: Tuple) -> Tuple[Optional[Member], str]:
+    def admit(self, sock: socket.socket, peer: Tuple,
+              tls: Optional[helpers.TlsCodec] = None) -> Tuple[Optional[Member], str]:
         """Add a new connection, or say why not."""
         with self.lock:
             if self.closing:
@@ -119,7 +128,7 @@ class Room:
                 return None, "server full"
             if self.max_per_address and self.per_host[peer[0]] >= self.max_per_address:
                 return None, "too many connections from your address"
-            member = Member(sock, peer)
+            member = Member(sock, peer, tls)
             self.members[member] = None
             self.per_host[peer[0]] += 1
         self.on_change()
@@ -217,6 +226,13 @@ class Room:
     def send(self, member: Member, data: bytes) -> None:
         with self.lock:
             self._deliver(member, data)
+
+    def poke(self, member: Member) -> None:
+        """Have the Outbox write member's socket even with nothing queued (TLS replies)."""
+        with self.lock:
+            if not member.watched:
+                self.outbox.ready.append(member)
+                self.outbox.wake()
 
     def announce(self, text: str) -> None:
         with self.lock:
@@ -372,23 +388,21 @@ class Outbox(threading.Thread):
                 batch = dict.fromkeys(self.ready + writable)  # once each, in order
                 self.ready = []
                 retiring, self.retiring = self.retiring, []
-                jobs = [(m, self._take(m)) for m in batch if m.queue]
-            results = [(m, data, self._send(m, data)) for m, data in jobs]
+                jobs = [(m, self._take(m)) for m in batch]
+            for member, data in jobs:
+                self._write(member, data)
             more = False
             with room.lock:
-                for member, data, sent in results:
-                    member.queued -= sent
-                    if sent < len(data) and not member.reason:
-                        member.queue.appendleft(data[sent:])
-                    elif member.queue:
+                for member, _ in jobs:
+                    if member.queue and not member.unsent:
                         self.ready.append(member)   # past MAX_WRITE: go on
                         more = True
-                    self._watch(member, bool(member.queue))
+                    self._watch(member, bool(member.unsent))
                 if self.stopping and time.monotonic() < self.deadline:
                     # Closing down: keep sockets open until their goodbye is out.
-                    waiting = [m for m in retiring if m.queue]
+                    waiting = [m for m in retiring if m.queue or m.unsent]
                     self.retiring.extend(waiting)
-                    retiring = [m for m in retiring if not m.queue]
+                    retiring = [m for m in retiring if not (m.queue or m.unsent)]
             for member in retiring:
                 self._close(member)
             if room.idle_timeout and time.monotonic() >= idle_check:
@@ -401,25 +415,37 @@ class Outbox(threading.Thread):
 
     @staticmethod
     def _take(member: Member) -> bytes:
+        """Up to MAX_WRITE queued bytes, as one piece. Call with room.lock held."""
         queue = member.queue
+        if not queue or len(member.unsent) >= MAX_WRITE:
+            return b""
         data = queue.popleft()
-        if not queue or len(data) >= MAX_WRITE:
-            return data
-        parts = [data]
-        size = len(data)
-        while queue and size < MAX_WRITE:
-            data = queue.popleft()
-            parts.append(data)
-            size += len(data)
-        return b"".join(parts)
+        if queue and len(data) < MAX_WRITE:
+            parts = [data]
+            size = len(data)
+            while queue and size < MAX_WRITE:
+                data = queue.popleft()
+                parts.append(data)
+                size += len(data)
+            data = b"".join(parts)
+        member.queued -= len(data)
+        return data
 
-    def _send(self, member: Member, data: bytes) -> int:
+    @staticmethod
+    def _write(member: Member, data: bytes) -> None:
+        """Send what the socket takes now; keep the rest in member.unsent."""
+        if member.tls is not None:
+            data = member.tls.encrypt(data)
+        wire = member.unsent + data if member.unsent else data
+        if not wire:
+            return
         try:
-            return member.sock.send(data, DONTWAIT)
+            sent = member.sock.send(wire, DONTWAIT)
         except (BlockingIOError, InterruptedError):
-            return 0
+            sent = 0
         except OSError:
-            return len(data)    # broken: its handler sees it end
+            sent = len(wire)    # broken: its handler sees the end
+        member.unsent = wire[sent:] if sent < len(wire) else b""
 
     def _watch(self, member: Member, want: bool) -> None:
         if want == member.watched or (want and member.gone and not self.stopping):
@@ -434,8 +460,8 @@ class Outbox(threading.Thread):
             member.watched = False
 
     def _close(self, member: Member) -> None:
-        if member.queue:    # a last goodbye or reason: one try, never a wait
-            self._send(member, self._take(member))
+        if member.queue or member.unsent:   # a last goodbye: one try, no wait
+            self._write(member, self._take(member))
         self._watch(member, False)
         try:
             member.sock.shutdown(socket.SHUT_RDWR)
@@ -577,6 +603,10 @@ class Session:
             self.room.send(self.member, helpers.fmt_private_out(stamp, target.name, action.text).encode())
 
 
+class Refused(Exception):
+    """A connection turned away before it joins: the text is for the log."""
+
+
 class ChatHandler(socketserver.BaseRequestHandler):
     """One thread per client: read, frame, hand lines to its Session."""
 
@@ -585,44 +615,80 @@ class ChatHandler(socketserver.BaseRequestHandler):
     def handle(self) -> None:
         server = self.server
         sock = self.request
-        server.tune(sock)
-        member, refusal = server.room.admit(sock, self.client_address)
         address = helpers.format_address(self.client_address)
+        framer = helpers.LineFramer(server.max_line)
+        tls = None
+        try:
+            server.tune(sock)
+            sock.settimeout(HANDSHAKE_TIMEOUT)
+            tls = server.open_tls(sock)
+            early = server.authenticate(sock, tls, framer, self.client_address[0])
+            sock.settimeout(None)   # from here on the Outbox may write to it
+        except Refused as exc:
+            server.log("refuse", address, str(exc))
+            return self.close(sock)
+        except ssl.SSLError as exc:
+            server.log("refuse", address, "TLS handshake failed: " + helpers.describe_tls_error(exc))
+            return self.close(sock)
+        except (OSError, ValueError) as exc:
+            server.log("refuse", address, "lost before joining: %s" % (
+                getattr(exc, "strerror", None) or exc or type(exc).__name__))
+            return self.close(sock)
+        member, refusal = server.room.admit(sock, self.client_address, tls)
         if member is None:
             server.log("refuse", address, refusal)
-            try:
-                sock.send(helpers.fmt_error(helpers.clock_stamp(), refusal).encode(), DONTWAIT)
-                sock.shutdown(socket.SHUT_RDWR)
-            except OSError:
-                pass
-            sock.close()
-            return
+            server.say_now(sock, tls, helpers.fmt_error(helpers.clock_stamp(), refusal))
+            return self.close(sock)
         server.log("connect", address)
+        self.serve(member, framer, early)
+
+    def serve(self, member: Member, framer: helpers.LineFramer, early: List[bytes]) -> None:
+        server = self.server
+        sock = self.request
         reason = "connection lost"
         session = Session(server.room, member, server.rate_limit, server.burst)
         session.notice("Broadcast Chat %s: %d online. /nick NAME picks your name; "
                        "/help lists the commands." % (helpers.__version__, len(server.room.by_key)))
-        framer = helpers.LineFramer(server.max_line)
         size = SMALL_READ
+        first = True
         try:
-            while True:
+            if early:
+                session.handle(early, 0, server.max_line)
+            while session.quit_reason is None:
                 data = sock.recv(size)
                 if not data:
                     break
                 member.last_heard = time.monotonic()
                 size = LARGE_READ if len(data) == size else SMALL_READ
+                if member.tls is not None:
+                    data, reply, closed = member.tls.decrypt(data)
+                    if reply:
+                        server.room.poke(member)
+                    if closed:
+                        break
+                elif first and data.startswith(b"\x16\x03"):
+                    reason = "spoke TLS to a server without TLS"
+                    break
+                first = False
                 lines, too_long = framer.feed(data)
                 session.handle(lines, too_long, server.max_line)
-                if session.quit_reason is not None:
-                    reason = session.quit_reason
-                    break
-        except OSError:
+            if session.quit_reason is not None:
+                reason = session.quit_reason
+        except (OSError, ssl.SSLError):
             pass
         except Exception as exc:   # a bug must cost one client, not the server
-            server.log("error", address, "%s: %s" % (type(exc).__name__, exc))
+            server.log("error", member.address, "%s: %s" % (type(exc).__name__, exc))
             reason = "server error"
         finally:
             server.room.leave(member, reason)
+
+    @staticmethod
+    def close(sock: socket.socket) -> None:
+        try:
+            sock.shutdown(socket.SHUT_RDWR)
+        except OSError:
+            pass
+        sock.close()
 
     def finish(self) -> None:
         pass
@@ -638,6 +704,8 @@ class ChatServer(socketserver.ThreadingTCPServer):
 
     def __init__(self, address: Tuple[str, int], options: argparse.Namespace,
                  log: Log) -> None:
+        """Raises OSError when the address cannot be bound, and ssl.SSLError
+        or ValueError for an unusable certificate, key or password file."""
         if ":" in address[0]:
             self.address_family = socket.AF_INET6
         super().__init__(address, ChatHandler)
@@ -647,6 +715,10 @@ class ChatServer(socketserver.ThreadingTCPServer):
         self.burst = max(options.burst, 1)
         self.room = Room(options.queue_limit, options.max_clients,
                          options.max_per_address, log, options.idle_timeout)
+        self.tls_context = tls_context(options)
+        self.password = helpers.read_password(options.password_file, os.environ)
+        self.failures = {}   # type: Dict[str, int]  failed passwords by address
+        self.failure_lock = threading.Lock()
         self.clients_file = ClientsFile(options.clients_file, self.room, log)
 
     def tune(self, sock: socket.socket) -> None:
@@ -660,6 +732,57 @@ class ChatServer(socketserver.ThreadingTCPServer):
                 sock.setsockopt(socket.IPPROTO_TCP, socket.TCP_KEEPCNT, 6)
         except OSError:
             pass
+
+    def open_tls(self, sock: socket.socket) -> Optional[helpers.TlsCodec]:
+        if self.tls_context is None:
+            return None
+        codec = helpers.TlsCodec(self.tls_context, server_side=True)
+        helpers.tls_handshake(sock, codec)
+        return codec
+
+    def say_now(self, sock: socket.socket, tls: Optional[helpers.TlsCodec], line: str) -> None:
+        """Send one line to a socket that has not joined (so the Outbox has not got it)."""
+        data = line.encode()
+        try:
+            sock.send(tls.encrypt(data) if tls else data, DONTWAIT)
+        except OSError:
+            pass
+
+    def authenticate(self, sock: socket.socket, tls: Optional[helpers.TlsCodec],
+                     framer: helpers.LineFramer, host: str) -> List[bytes]:
+        """Check that the first line is /pass with the room's password.
+
+        Returns the lines that came after it. Repeated failures from one
+        address wait longer and longer before their answer.
+        """
+        if self.password is None:
+            return []
+        deadline = time.monotonic() + HANDSHAKE_TIMEOUT
+        lines = []  # type: List[bytes]
+        while not lines:
+            data = sock.recv(4096)
+            if not data or time.monotonic() > deadline:
+                raise Refused("no password given")
+            if tls is not None:
+                data, reply, _ = tls.decrypt(data)
+                if reply:
+                    sock.sendall(tls.encrypt(b""))
+            lines, too_long = framer.feed(data)
+            if too_long:
+                lines.append(b"")
+        given = lines[0][len(b"/pass "):] if lines[0].startswith(b"/pass ") else None
+        if given is None:
+            self.say_now(sock, tls, helpers.fmt_error(helpers.clock_stamp(), helpers.PASSWORD_NEEDED))
+            raise Refused("no password given")
+        if not hmac.compare_digest(given, self.password):
+            with self.failure_lock:
+                failures = self.failures[host] = self.failures.get(host, 0) + 1
+            time.sleep(min(0.25 * 2 ** (failures - 1), 8.0))   # throttling, not waiting for anything
+            self.say_now(sock, tls, helpers.fmt_error(helpers.clock_stamp(), helpers.WRONG_PASSWORD))
+            raise Refused("wrong password")
+        with self.failure_lock:
+            self.failures.pop(host, None)
+        return lines[1:]
 
     def shutdown_request(self, request: socket.socket) -> None:
         """Sockets are closed by the Outbox (or the handler), never here."""
@@ -718,7 +841,33 @@ def add_server_options(parser: argparse.ArgumentParser) -> None:
                         help="disconnect a client silent this long; 0 for never (default %(default)s)")
     parser.add_argument("--max-line", type=int, default=helpers.DEFAULT_MAX_LINE, metavar="BYTES",
                         help="longest line accepted (default %(default)s)")
+    parser.add_argument("--tls-cert", metavar="FILE",
+                        help="serve TLS only, with this certificate (PEM); needs --tls-key")
+    parser.add_argument("--tls-key", metavar="FILE", help="the certificate's private key (PEM)")
+    parser.add_argument("--password-file", metavar="FILE",
+                        help="room password: the first line of FILE (or set %s); "
+                             "clients must send /pass SECRET first" % helpers.PASSWORD_ENV)
     parser.add_argument("--version", action="version", version="%(prog)s " + helpers.__version__)
+
+
+def tls_context(options: argparse.Namespace) -> Optional[ssl.SSLContext]:
+    """A server context with modern defaults: TLS 1.2 or newer."""
+    if not options.tls_cert:
+        return None
+    context = ssl.create_default_context(ssl.Purpose.CLIENT_AUTH)
+    if hasattr(ssl, "TLSVersion"):
+        context.minimum_version = ssl.TLSVersion.TLSv1_2
+    else:   # Python 3.6
+        context.options |= ssl.OP_NO_TLSv1 | ssl.OP_NO_TLSv1_1
+    context.load_cert_chain(options.tls_cert, options.tls_key)
+    return context
+
+
+def is_loopback(host: str) -> bool:
+    try:
+        return ipaddress.ip_address(host).is_loopback
+    except ValueError:
+        return host == "localhost"
 
 
 def check_options(options: argparse.Namespace) -> Optional[str]:
@@ -734,6 +883,8 @@ def check_options(options: argparse.Namespace) -> Optional[str]:
         return "cannot write the clients file %s: it is a directory" % options.clients_file
     if not os.access(folder, os.W_OK):
         return "cannot write the clients file %s: no permission in %s" % (options.clients_file, folder)
+    if bool(options.tls_cert) != bool(options.tls_key):
+        return "--tls-cert and --tls-key go together"
     return None
 
 
@@ -786,9 +937,23 @@ def run(options: argparse.Namespace) -> int:
     log = Log()
     try:
         server = ChatServer((options.host, options.port), options, log)
+    except ssl.SSLError as exc:
+        print("server.py: error: cannot use the TLS certificate and key: %s" % (
+            exc.reason or exc), file=sys.stderr)
+        return 2
+    except ValueError as exc:
+        print("server.py: error: %s" % exc, file=sys.stderr)
+        return 2
     except OSError as exc:
+        if exc.filename:
+            print("server.py: error: cannot read %s: %s" % (exc.filename, exc.strerror),
+                  file=sys.stderr)
+            return 2
         print("server.py: error: " + bind_error(options.host, options.port, exc), file=sys.stderr)
         return 1
+    if not is_loopback(options.host) and server.tls_context is None and server.password is None:
+        print("server.py: warning: listening on %s without TLS or a password: anyone who can "
+              "reach this port can join and read the chat" % options.host, file=sys.stderr)
     host, port = server.server_address[:2]
     shown = "[%s]" % host if ":" in host else host
     signal.signal(signal.SIGTERM, _raise_stop)
