@@ -96,7 +96,8 @@ class Room:
     Every queue change happens under one lock, so all members see events in
     one order. Notices (joins, leaves, renames) wait in a shared list and go
     out as one piece to everyone, so a thousand joins cost each member one
-    queued write, not a thousand.
+    queued write, not a thousand; they are flushed before any later line,
+    so nobody hears from a member before hearing that it joined.
     """
 
     def __init__(self, queue_limit: int, max_clients: int, max_per_address: int,
@@ -110,7 +111,7 @@ class Room:
         self.members = {}        # type: Dict[Member, None]  (ordered set)
         self.by_key = {}         # type: Dict[str, Member]
         self.per_host = collections.Counter()  # type: collections.Counter
-        self.notices = []        # type: List[Tuple[bytes, Optional[Member]]]
+        self.notices = []        # type: List[bytes]
         self.guest_serial = 0
         self.closing = False
         self.outbox = Outbox(self)
@@ -185,20 +186,21 @@ class Room:
             self.rename(member, wanted)
 
     def _greet_or_announce(self, member: Member, old: Optional[str]) -> None:
-        stamp = helpers.clock_stamp()
+        """Notices go to everyone, the member included: one shared piece."""
         if old is None:
             others = len(self.by_key) - 1
-            self._deliver(member, helpers.fmt_notice(
-                stamp, "%s%s! %s. /help lists the commands." % (
+            # Straight to the queue, not after the waiting notices: with
+            # thousands joining at once, flushing them at each join would
+            # cost a write to every member per join.
+            self._enqueue(member, helpers.fmt_notice(
+                helpers.clock_stamp(), "%s%s! %s. /help lists the commands." % (
                     helpers.WELCOME_PREFIX, member.name,
                     "You are alone here" if others == 0 else
                     "%d other%s online" % (others, "" if others == 1 else "s"))
             ).encode())
-            self._announce("%s joined" % member.name, exclude=member)
+            self._announce("%s joined" % member.name)
         else:
-            self._deliver(member, helpers.fmt_notice(
-                stamp, "you are now known as %s" % member.name).encode())
-            self._announce("%s is now known as %s" % (old, member.name), exclude=member)
+            self._announce("%s is now known as %s" % (old, member.name))
 
     def find(self, name: str) -> Optional[Member]:
         with self.lock:
@@ -238,9 +240,8 @@ class Room:
         with self.lock:
             self._announce(text)
 
-    def _announce(self, text: str, exclude: Optional[Member] = None) -> None:
-        line = helpers.fmt_notice(helpers.clock_stamp(), text).encode()
-        self.notices.append((line, exclude))
+    def _announce(self, text: str) -> None:
+        self.notices.append(helpers.fmt_notice(helpers.clock_stamp(), text).encode())
         self.outbox.wake()
 
     def _deliver(self, member: Member, data: bytes) -> None:
@@ -248,19 +249,13 @@ class Room:
         self._enqueue(member, data)
 
     def _flush_notices(self) -> None:
-        """Queue the waiting notices for everyone, as one piece each."""
+        """Queue the waiting notices for everyone, as one piece."""
         if not self.notices:
             return
-        notices, self.notices = self.notices, []
-        shared = b"".join(line for line, _ in notices)
-        excluded = {exclude for _, exclude in notices if exclude is not None}
+        shared = b"".join(self.notices)
+        self.notices = []
         for member in self.members:
-            if member in excluded:
-                own = b"".join(line for line, exclude in notices if exclude is not member)
-                if own:
-                    self._enqueue(member, own)
-            else:
-                self._enqueue(member, shared)
+            self._enqueue(member, shared)
 
     def _enqueue(self, member: Member, data: bytes) -> None:
         if member.gone or member.reason:
