@@ -258,6 +258,35 @@ def fmt_error(stamp: str, text: str) -> str:
     return "%s !! %s\n" % (stamp, text)
 
 
+NOTICE_RUN_LIMIT = 3    # joins (or leaves) in a row shown one by one
+
+
+def summarize_notices(events: List[Tuple[str, str]], limit: int = NOTICE_RUN_LIMIT) -> List[str]:
+    """The text of notices waiting together, with long runs folded.
+
+    events are (kind, text): kind "join" (text: the name), "leave" (text:
+    "name (reason)") or "other" (text: the whole notice). A run of more than
+    limit joins becomes one line "a, b, c and 97 others joined"; leaves alike.
+    """
+    lines = []  # type: List[str]
+    start = 0
+    while start < len(events):
+        kind = events[start][0]
+        end = start + 1
+        if kind in ("join", "leave"):
+            while end < len(events) and events[end][0] == kind:
+                end += 1
+        verb = {"join": " joined", "leave": " left"}.get(kind, "")
+        run = [text for _, text in events[start:end]]
+        if len(run) > limit:
+            shown = ", ".join(run[:limit])
+            lines.append("%s and %d others%s" % (shown, len(run) - limit, verb))
+        else:
+            lines.extend(text + verb for text in run)
+        start = end
+    return lines
+
+
 ServerLine = collections.namedtuple("ServerLine", "stamp kind name text")
 
 _SERVER_LINE = re.compile(

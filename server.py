@@ -27,7 +27,7 @@ from typing import Deque, Dict, List, Optional, Tuple
 import helpers
 from helpers import Action
 
-SMALL_READ = 4096           # what an idle handler holds while it waits
+SMALL_READ = 1024           # what an idle handler holds while it waits
 LARGE_READ = 65536          # used while a client keeps the pipe full
 MAX_WRITE = 256 * 1024      # most bytes handed to one send()
 FLOOD_STRIKES = 10          # refused batches in a row before a disconnect
@@ -35,6 +35,9 @@ THREAD_STACK = 512 * 1024
 SHUTDOWN_GRACE = 1.0        # seconds to flush goodbyes at shutdown
 CLIENTS_FILE_INTERVAL = 0.5 # seconds between two writes of clients.json
 IDLE_CHECK_INTERVAL = 1.0   # seconds between two looks for idle clients
+ACCEPT_BATCH = 256          # connections accepted per wake-up of the accept loop
+NOTICE_DELAY = 0.05         # seconds notices wait to be folded together...
+NOTICE_DELAY_MAX = 1.0      # ...and at most, in a room of 10,000
 HANDSHAKE_TIMEOUT = 10.0    # seconds for TLS and the password before joining
 
 DONTWAIT = getattr(socket, "MSG_DONTWAIT", 0)
@@ -111,7 +114,8 @@ class Room:
         self.members = {}        # type: Dict[Member, None]  (ordered set)
         self.by_key = {}         # type: Dict[str, Member]
         self.per_host = collections.Counter()  # type: collections.Counter
-        self.notices = []        # type: List[bytes]
+        self.notices = []        # type: List[Tuple[str, str]]  (kind, text)
+        self.notices_since = 0.0
         self.guest_serial = 0
         self.closing = False
         self.outbox = Outbox(self)
@@ -147,7 +151,7 @@ class Room:
             if member.key is not None:
                 del self.by_key[member.key]
                 if not self.closing:
-                    self._announce("%s left (%s)" % (member.name, member.reason or reason))
+                    self._announce("leave", "%s (%s)" % (member.name, member.reason or reason))
             self.outbox.retire(member)
         self.on_change()
         self.log("leave", member.name or "-", member.address, member.reason or reason)
@@ -198,9 +202,9 @@ class Room:
                     "You are alone here" if others == 0 else
                     "%d other%s online" % (others, "" if others == 1 else "s"))
             ).encode())
-            self._announce("%s joined" % member.name)
+            self._announce("join", member.name)
         else:
-            self._announce("%s is now known as %s" % (old, member.name))
+            self._announce("other", "%s is now known as %s" % (old, member.name))
 
     def find(self, name: str) -> Optional[Member]:
         with self.lock:
@@ -236,12 +240,16 @@ class Room:
                 self.outbox.ready.append(member)
                 self.outbox.wake()
 
-    def announce(self, text: str) -> None:
-        with self.lock:
-            self._announce(text)
+    def notice_delay(self) -> float:
+        """How long notices wait to be folded: longer in a larger room,
+        where each flush is a write to every member."""
+        return min(NOTICE_DELAY_MAX, max(NOTICE_DELAY, len(self.members) * 0.0001))
 
-    def _announce(self, text: str) -> None:
-        self.notices.append(helpers.fmt_notice(helpers.clock_stamp(), text).encode())
+    def _announce(self, kind: str, text: str) -> None:
+        """Add a notice for everyone: kind is join, leave or other."""
+        if not self.notices:
+            self.notices_since = time.monotonic()
+        self.notices.append((kind, text))
         self.outbox.wake()
 
     def _deliver(self, member: Member, data: bytes) -> None:
@@ -252,7 +260,9 @@ class Room:
         """Queue the waiting notices for everyone, as one piece."""
         if not self.notices:
             return
-        shared = b"".join(self.notices)
+        stamp = helpers.clock_stamp()
+        shared = "".join(helpers.fmt_notice(stamp, text)
+                         for text in helpers.summarize_notices(self.notices)).encode()
         self.notices = []
         for member in self.members:
             self._enqueue(member, shared)
@@ -364,11 +374,14 @@ class Outbox(threading.Thread):
     def run(self) -> None:
         room = self.room
         more = False
+        notice_wait = 0.0
         idle_check = time.monotonic() + IDLE_CHECK_INTERVAL
         while True:
             writable = []
             timeout = 0 if more else (0.02 if self.stopping else
                                       IDLE_CHECK_INTERVAL if room.idle_timeout else None)
+            if notice_wait > 0 and room.notices:
+                timeout = notice_wait if timeout is None else min(timeout, notice_wait)
             for key, _ in self.selector.select(timeout):
                 if key.data is None:
                     try:
@@ -379,7 +392,9 @@ class Outbox(threading.Thread):
                     writable.append(key.data)
             with room.lock:
                 self.awake = False
-                room._flush_notices()
+                notice_wait = room.notices_since + room.notice_delay() - time.monotonic()
+                if room.notices and (notice_wait <= 0 or self.stopping):
+                    room._flush_notices()
                 batch = dict.fromkeys(self.ready + writable)  # once each, in order
                 self.ready = []
                 retiring, self.retiring = self.retiring, []
@@ -695,7 +710,7 @@ class ChatServer(socketserver.ThreadingTCPServer):
     allow_reuse_address = True
     daemon_threads = True
     block_on_close = False
-    request_queue_size = 1024
+    request_queue_size = 4096   # the kernel caps it at net.core.somaxconn
 
     def __init__(self, address: Tuple[str, int], options: argparse.Namespace,
                  log: Log) -> None:
@@ -714,6 +729,7 @@ class ChatServer(socketserver.ThreadingTCPServer):
         self.password = helpers.read_password(options.password_file, os.environ)
         self.failures = {}   # type: Dict[str, int]  failed passwords by address
         self.failure_lock = threading.Lock()
+        self.accept_failing = False
         self.clients_file = ClientsFile(options.clients_file, self.room, log)
 
     def tune(self, sock: socket.socket) -> None:
@@ -778,6 +794,34 @@ class ChatServer(socketserver.ThreadingTCPServer):
         with self.failure_lock:
             self.failures.pop(host, None)
         return lines[1:]
+
+    def server_activate(self) -> None:
+        super().server_activate()
+        self.socket.setblocking(False)
+
+    def _handle_request_noblock(self) -> None:
+        """Accept every connection waiting, not one per wake-up: connection
+        storms otherwise overflow the listen queue and clients wait seconds
+        for their SYN to be retried."""
+        for _ in range(ACCEPT_BATCH):
+            try:
+                request, client_address = self.socket.accept()
+            except (BlockingIOError, InterruptedError):
+                return
+            except OSError as exc:  # out of file descriptors, most likely
+                if not self.accept_failing:
+                    self.log("error", "accept failed: %s; raise the open-file limit "
+                                      "(ulimit -n) or lower --max-clients" % (exc.strerror or exc))
+                    self.accept_failing = True
+                time.sleep(0.1)     # back off; the waiting connection stays queued
+                return
+            self.accept_failing = False
+            request.setblocking(True)
+            try:
+                self.process_request(request, client_address)
+            except Exception:
+                self.handle_error(request, client_address)
+                request.close()
 
     def shutdown_request(self, request: socket.socket) -> None:
         """Sockets are closed by the Outbox (or the handler), never here."""
