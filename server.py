@@ -859,6 +859,11 @@ def tls_context(options: argparse.Namespace) -> Optional[ssl.SSLContext]:
         context.minimum_version = ssl.TLSVersion.TLSv1_2
     else:   # Python 3.6
         context.options |= ssl.OP_NO_TLSv1 | ssl.OP_NO_TLSv1_1
+    for path in (options.tls_cert, options.tls_key):
+        try:
+            open(path, "rb").close()
+        except OSError as exc:   # load_cert_chain's own error names no file
+            raise ValueError("cannot read %s: %s" % (path, exc.strerror or exc))
     context.load_cert_chain(options.tls_cert, options.tls_key)
     return context
 
