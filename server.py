@@ -759,14 +759,21 @@ class ChatServer(socketserver.ThreadingTCPServer):
             return []
         deadline = time.monotonic() + HANDSHAKE_TIMEOUT
         lines = []  # type: List[bytes]
+        first = True
         while not lines:
             data = sock.recv(4096)
             if not data or time.monotonic() > deadline:
                 raise Refused("no password given")
+            if tls is None and first and data.startswith(b"\x16\x03"):
+                # Plain text back makes the client's TLS say "does not speak TLS".
+                self.say_now(sock, tls, helpers.fmt_error(helpers.clock_stamp(),
+                                                          "this server does not use TLS"))
+                raise Refused("spoke TLS to a server without TLS")
             if tls is not None:
                 data, reply, _ = tls.decrypt(data)
                 if reply:
                     sock.sendall(tls.encrypt(b""))
+            first = False
             lines, too_long = framer.feed(data)
             if too_long:
                 lines.append(b"")
