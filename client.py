@@ -113,7 +113,7 @@ class Connection:
     def start_tls(self, context: ssl.SSLContext, host: str) -> None:
         codec = helpers.TlsCodec(context, server_side=False, server_hostname=host)
         try:
-            helpers.tls_handshake(self.sock, codec)
+            arrived = helpers.tls_handshake(self.sock, codec)
         except ssl.SSLError as exc:
             self.close()
             reason = helpers.describe_tls_error(exc)
@@ -126,6 +126,8 @@ class Connection:
             self.close()
             raise ChatError("TLS handshake failed: %s" % (getattr(exc, "strerror", None) or exc))
         self.tls = codec
+        lines, _ = self.framer.feed(arrived)
+        self.pending.extend(helpers.decode(line) for line in lines)
 
     def read_line(self) -> Optional[str]:
         """The next line from the server, or None at the end."""
