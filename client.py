@@ -114,11 +114,13 @@ class Connection:
         codec = helpers.TlsCodec(context, server_side=False, server_hostname=host)
         try:
             arrived = helpers.tls_handshake(self.sock, codec)
-        except ssl.SSLError as exc:
+        except (ssl.SSLError, ssl.CertificateError) as exc:  # 3.6: a name mismatch is no SSLError
             self.close()
             reason = helpers.describe_tls_error(exc)
             hint = (" (is it a server without TLS? try without --tls)"
                     if "does not speak TLS" in reason else
+                    " (it is for another name: use that name with --host)"
+                    if "match" in reason else
                     " (for a self-signed certificate use --cafile CERT)"
                     if "certificate" in reason else "")
             raise ChatError("TLS handshake failed: %s%s" % (reason, hint))
