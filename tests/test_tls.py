@@ -1,8 +1,9 @@
 """TLS and the room password, end to end: real server and client processes.
 
 tests/test_cert.pem and tests/test_key.pem are a self-signed certificate for
-localhost and 127.0.0.1, and tests/other_cert.pem an unrelated one (a wrong
-CA). They are for these tests only: the key is public, never serve with it.
+localhost and 127.0.0.1; tests/other_cert.pem and tests/other_key.pem an
+unrelated one for example.org (a wrong CA, a wrong name). They are for these
+tests only: the keys are public, never serve anything real with them.
 """
 
 import json
@@ -22,7 +23,8 @@ from tests.support import (TIMEOUT, ClientProcess, LineSocket, ServerProcess, Tl
 HERE = os.path.dirname(os.path.abspath(__file__))
 CERT = os.path.join(HERE, "test_cert.pem")
 KEY = os.path.join(HERE, "test_key.pem")
-OTHER_CERT = os.path.join(HERE, "other_cert.pem")
+OTHER_CERT = os.path.join(HERE, "other_cert.pem")     # for example.org only
+OTHER_KEY = os.path.join(HERE, "other_key.pem")
 TLS_ARGS = ("--tls-cert", CERT, "--tls-key", KEY)
 SECRET = "correct horse"
 
@@ -178,6 +180,20 @@ class TlsServerTest(ClearError, unittest.TestCase):
                 return False
         wait_until(has_henry, what="henry in clients.json")
         self.assertEqual(stat.S_IMODE(os.stat(path).st_mode), 0o600)
+
+
+class OtherNameTest(ClearError, unittest.TestCase):
+
+    def test_certificate_for_another_name(self) -> None:
+        with ServerProcess("--tls-cert", OTHER_CERT, "--tls-key", OTHER_KEY,
+                           env=clean_env()) as server:
+            result = run_client(server.port, "--cafile", OTHER_CERT, "--name", "vic",
+                                env=clean_env())
+            self.assertClearError(result, "TLS handshake failed", "certificate", "--host")
+            result = run_client(server.port, "--cafile", OTHER_CERT, "--insecure",
+                                "--name", "vic", env=clean_env())
+            self.assertEqual(result.returncode, 0, result.stderr)
+            self.assertIn("-- welcome, vic!", result.stdout)
 
 
 class PlainServerTest(ClearError, unittest.TestCase):
