@@ -6,6 +6,7 @@ unrelated one for example.org (a wrong CA, a wrong name). They are for these
 tests only: the keys are public, never serve anything real with them.
 """
 
+import concurrent.futures
 import json
 import os
 import re
@@ -64,6 +65,12 @@ def send_with_handshake_end(port: int, text: str) -> socket.socket:
     tls.write(text.encode("utf-8"))
     sock.sendall(outgoing.read())
     return sock
+
+
+def in_parallel(function, cases) -> list:
+    """function(*case) for every case, in threads: start-ups are slow, waits are not."""
+    with concurrent.futures.ThreadPoolExecutor(len(cases)) as pool:
+        return list(pool.map(lambda case: function(*case), cases))
 
 
 class ClearError:
@@ -138,9 +145,10 @@ class TlsServerTest(ClearError, unittest.TestCase):
         self.tls_socket().join("after-plain")
 
     def test_certificate_not_trusted(self) -> None:
-        for args in (("--tls",), ("--cafile", OTHER_CERT)):
+        cases = [("--tls",), ("--cafile", OTHER_CERT)]
+        results = in_parallel(lambda *args: self.client("--name", "doubter", *args), cases)
+        for args, result in zip(cases, results):
             with self.subTest(args=args):
-                result = self.client("--name", "doubter", *args)
                 self.assertClearError(result, "TLS handshake failed", "certificate")
                 self.assertNotIn("welcome", result.stdout)
 
@@ -199,20 +207,21 @@ class OtherNameTest(ClearError, unittest.TestCase):
 class PlainServerTest(ClearError, unittest.TestCase):
 
     def test_tls_client_at_plain_server(self) -> None:
-        for password in (None, SECRET):
-            with self.subTest(password=password):
-                env = clean_env() if password is None else clean_env(BROADCAST_PASSWORD=password)
-                with ServerProcess(env=env) as server:
-                    result = run_client(server.port, "--cafile", CERT, "--name", "tlsy",
-                                        env=env)
-                    self.assertClearError(result, "TLS handshake failed",
-                                          "does not speak TLS")
-                    server.expect_log(r"\S+ spoke TLS to a server without TLS")
-                    raw = server.connect()
-                    self.addCleanup(raw.close)
-                    if password is not None:
-                        raw.line("/pass " + password)
-                    raw.join("plainly")     # the server carries on
+        in_parallel(self.check_tls_client_at_plain_server, [(None,), (SECRET,)])
+
+    def check_tls_client_at_plain_server(self, password: str) -> None:
+        env = clean_env() if password is None else clean_env(BROADCAST_PASSWORD=password)
+        with ServerProcess(env=env) as server:
+            result = run_client(server.port, "--cafile", CERT, "--name", "tlsy", env=env)
+            self.assertClearError(result, "TLS handshake failed", "does not speak TLS")
+            server.expect_log(r"\S+ spoke TLS to a server without TLS")
+            raw = server.connect()
+            try:
+                if password is not None:
+                    raw.line("/pass " + password)
+                raw.join("plainly")     # the server carries on
+            finally:
+                raw.close()
 
 
 class PasswordTest(ClearError, unittest.TestCase):
@@ -385,10 +394,12 @@ class StartupTest(ClearError, unittest.TestCase):
                                    r"TLS or a password")
 
     def test_no_warning_with_a_password_or_tls_or_on_loopback(self) -> None:
-        self.assertEqual(self.start_stop("--host", "0.0.0.0",
-                                         env=clean_env(BROADCAST_PASSWORD=SECRET)), "")
-        self.assertEqual(self.start_stop("--host", "0.0.0.0", *TLS_ARGS), "")
-        self.assertEqual(self.start_stop(), "")
+        password = clean_env(BROADCAST_PASSWORD=SECRET)
+        errors = in_parallel(lambda *args: self.start_stop(*args[1:], env=args[0]),
+                             [(password, "--host", "0.0.0.0"),
+                              (None, "--host", "0.0.0.0") + TLS_ARGS,
+                              (None,)])
+        self.assertEqual(errors, ["", "", ""])
 
     def test_unusable_certificate_or_key(self) -> None:
         missing = os.path.join(HERE, "no-such-cert.pem")
@@ -399,9 +410,10 @@ class StartupTest(ClearError, unittest.TestCase):
             (("--tls-key", KEY), ("--tls-cert and --tls-key go together",)),
             (("--tls-cert", CERT, "--tls-key", OTHER_CERT), ("cannot use the TLS certificate",)),
         )
-        for args, words in cases:
+        results = in_parallel(lambda *args: run_server(*args, env=clean_env()),
+                              [args for args, _ in cases])
+        for (args, words), result in zip(cases, results):
             with self.subTest(args=args):
-                result = run_server(*args, env=clean_env())
                 self.assertClearError(result, *words)
                 self.assertEqual(result.stdout, "")
 
