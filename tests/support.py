@@ -266,6 +266,7 @@ class ClientProcess:
         if self.proc.poll() is None:
             self.proc.kill()
             self.proc.wait()
+        self.drain.join(TIMEOUT)    # it ends at the end of the output
         for stream in (self.proc.stdin, self.proc.stdout, self.proc.stderr):
             try:
                 stream.close()
