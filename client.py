@@ -113,12 +113,14 @@ class Connection:
     def start_tls(self, context: ssl.SSLContext, host: str) -> None:
         codec = helpers.TlsCodec(context, server_side=False, server_hostname=host)
         try:
-            helpers.tls_handshake(self.sock, codec)
-        except ssl.SSLError as exc:
+            arrived = helpers.tls_handshake(self.sock, codec)
+        except (ssl.SSLError, ssl.CertificateError) as exc:  # 3.6: a name mismatch is no SSLError
             self.close()
             reason = helpers.describe_tls_error(exc)
             hint = (" (is it a server without TLS? try without --tls)"
                     if "does not speak TLS" in reason else
+                    " (it is for another name: use that name with --host)"
+                    if "match" in reason else
                     " (for a self-signed certificate use --cafile CERT)"
                     if "certificate" in reason else "")
             raise ChatError("TLS handshake failed: %s%s" % (reason, hint))
@@ -126,6 +128,8 @@ class Connection:
             self.close()
             raise ChatError("TLS handshake failed: %s" % (getattr(exc, "strerror", None) or exc))
         self.tls = codec
+        lines, _ = self.framer.feed(arrived)
+        self.pending.extend(helpers.decode(line) for line in lines)
 
     def read_line(self) -> Optional[str]:
         """The next line from the server, or None at the end."""

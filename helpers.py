@@ -479,18 +479,26 @@ class TlsCodec:
             return self.outgoing.read()
 
 
-def tls_handshake(sock: Any, codec: TlsCodec) -> None:
-    """Run the handshake over a blocking socket (its timeout bounds each read)."""
+def tls_handshake(sock: Any, codec: TlsCodec) -> bytes:
+    """Run the handshake over a blocking socket (its timeout bounds each read).
+
+    Returns the plain text that arrived with the handshake's last message:
+    it is already off the socket, so waiting on the socket would not find it.
+    """
     done, out = codec.handshake(b"")
     while True:
         if out:
             sock.sendall(out)
         if done:
-            return
+            break
         data = sock.recv(16384)
         if not data:
             raise ConnectionError("connection closed during the TLS handshake")
         done, out = codec.handshake(data)
+    arrived, reply, _ = codec.decrypt(b"")
+    if reply:
+        sock.sendall(codec.encrypt(b""))
+    return arrived
 
 
 def describe_tls_error(exc: Exception) -> str:

@@ -637,8 +637,8 @@ class ChatHandler(socketserver.BaseRequestHandler):
         try:
             server.tune(sock)
             sock.settimeout(HANDSHAKE_TIMEOUT)
-            tls = server.open_tls(sock)
-            early = server.authenticate(sock, tls, framer, self.client_address[0])
+            tls, arrived = server.open_tls(sock)
+            early = server.authenticate(sock, tls, framer, self.client_address[0], arrived)
             sock.settimeout(None)   # from here on the Outbox may write to it
         except Refused as exc:
             server.log("refuse", address, str(exc))
@@ -750,12 +750,12 @@ class ChatServer(socketserver.ThreadingTCPServer):
         except OSError:
             pass
 
-    def open_tls(self, sock: socket.socket) -> Optional[helpers.TlsCodec]:
+    def open_tls(self, sock: socket.socket) -> Tuple[Optional[helpers.TlsCodec], bytes]:
+        """The TLS codec (None without TLS) and the plain text that came with the handshake."""
         if self.tls_context is None:
-            return None
+            return None, b""
         codec = helpers.TlsCodec(self.tls_context, server_side=True)
-        helpers.tls_handshake(sock, codec)
-        return codec
+        return codec, helpers.tls_handshake(sock, codec)
 
     def say_now(self, sock: socket.socket, tls: Optional[helpers.TlsCodec], line: str) -> None:
         """Send one line to a socket that has not joined (so the Outbox has not got it)."""
@@ -766,27 +766,35 @@ class ChatServer(socketserver.ThreadingTCPServer):
             pass
 
     def authenticate(self, sock: socket.socket, tls: Optional[helpers.TlsCodec],
-                     framer: helpers.LineFramer, host: str) -> List[bytes]:
+                     framer: helpers.LineFramer, host: str, arrived: bytes = b"") -> List[bytes]:
         """Check that the first line is /pass with the room's password.
 
-        Returns the lines that came after it. Repeated failures from one
+        arrived is plain text already read (with the TLS handshake). Returns
+        the lines that came after the password. Repeated failures from one
         address wait longer and longer before their answer.
         """
+        lines, too_long = framer.feed(arrived)
         if self.password is None:
-            return []
+            return lines
         deadline = time.monotonic() + HANDSHAKE_TIMEOUT
-        lines = []  # type: List[bytes]
-        while not lines:
+        first = True
+        while not lines and not too_long:
             data = sock.recv(4096)
             if not data or time.monotonic() > deadline:
                 raise Refused("no password given")
+            if tls is None and first and data.startswith(b"\x16\x03"):
+                # Plain text back makes the client's TLS say "does not speak TLS".
+                self.say_now(sock, tls, helpers.fmt_error(helpers.clock_stamp(),
+                                                          "this server does not use TLS"))
+                raise Refused("spoke TLS to a server without TLS")
             if tls is not None:
                 data, reply, _ = tls.decrypt(data)
                 if reply:
                     sock.sendall(tls.encrypt(b""))
+            first = False
             lines, too_long = framer.feed(data)
-            if too_long:
-                lines.append(b"")
+        if too_long:
+            lines.append(b"")
         given = lines[0][len(b"/pass "):] if lines[0].startswith(b"/pass ") else None
         if given is None:
             self.say_now(sock, tls, helpers.fmt_error(helpers.clock_stamp(), helpers.PASSWORD_NEEDED))
@@ -904,6 +912,11 @@ def tls_context(options: argparse.Namespace) -> Optional[ssl.SSLContext]:
         context.minimum_version = ssl.TLSVersion.TLSv1_2
     else:   # Python 3.6
         context.options |= ssl.OP_NO_TLSv1 | ssl.OP_NO_TLSv1_1
+    for path in (options.tls_cert, options.tls_key):
+        try:
+            open(path, "rb").close()
+        except OSError as exc:   # load_cert_chain's own error names no file
+            raise ValueError("cannot read %s: %s" % (path, exc.strerror or exc))
     context.load_cert_chain(options.tls_cert, options.tls_key)
     return context
 

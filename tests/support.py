@@ -9,12 +9,13 @@ import re
 import shutil
 import signal
 import socket
+import ssl
 import subprocess
 import sys
 import tempfile
 import threading
 import time
-from typing import Callable, List, Optional
+from typing import Callable, List, Optional, Tuple
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 SERVER = os.path.join(ROOT, "server.py")
@@ -193,3 +194,103 @@ def proc_threads(pid: int) -> int:
 
 def proc_fds(pid: int) -> int:
     return len(os.listdir("/proc/%d/fd" % pid))
+
+
+class TlsLineSocket(LineSocket):
+    """A LineSocket over TLS, checked by context (server name: localhost)."""
+
+    def __init__(self, port: int, context: ssl.SSLContext, host: str = "127.0.0.1",
+                 server_hostname: str = "localhost") -> None:
+        plain = socket.create_connection((host, port), timeout=TIMEOUT)
+        try:
+            self.sock = context.wrap_socket(plain, server_hostname=server_hostname)
+        except BaseException:
+            plain.close()
+            raise
+        self.buffer = b""
+        self.lines = []     # type: List[str]
+
+
+class ClientProcess:
+    """client.py in a child process, fed through a pipe, its output collected."""
+
+    def __init__(self, port: int, *args: str, python: str = sys.executable,
+                 env: Optional[dict] = None) -> None:
+        command = [python, CLIENT, "--port", str(port)] + list(args)
+        self.proc = subprocess.Popen(command, stdin=subprocess.PIPE, stdout=subprocess.PIPE,
+                                     stderr=subprocess.PIPE, env=env)
+        self.lines = []     # type: List[str]
+        self.changed = threading.Condition()
+        self.drain = threading.Thread(target=self._drain, daemon=True)
+        self.drain.start()
+
+    def _drain(self) -> None:
+        for raw in self.proc.stdout:
+            with self.changed:
+                self.lines.append(raw.decode("utf-8", "replace").rstrip("\n"))
+                self.changed.notify_all()
+
+    def expect(self, pattern: str, timeout: float = TIMEOUT) -> str:
+        regex = re.compile(pattern)
+        deadline = time.monotonic() + timeout
+        with self.changed:
+            while True:
+                for line in self.lines:
+                    if regex.search(line):
+                        return line
+                left = deadline - time.monotonic()
+                if left <= 0:
+                    raise AssertionError("client printed no line matching %r; got %r"
+                                         % (pattern, self.lines[-10:]))
+                self.changed.wait(left)
+
+    def send(self, text: str) -> None:
+        self.proc.stdin.write(text.encode("utf-8") + b"\n")
+        self.proc.stdin.flush()
+
+    def finish(self, timeout: float = TIMEOUT) -> Tuple[int, str]:
+        """Close its input (so it quits) and wait: (exit status, stderr)."""
+        self.proc.stdin.close()
+        try:
+            code = self.proc.wait(timeout)
+        except subprocess.TimeoutExpired:
+            self.kill()
+            raise AssertionError("client did not exit within %g s" % timeout)
+        self.drain.join(timeout)
+        error = self.proc.stderr.read().decode("utf-8", "replace")
+        self.proc.stdout.close()
+        self.proc.stderr.close()
+        return code, error
+
+    def kill(self) -> None:
+        if self.proc.poll() is None:
+            self.proc.kill()
+            self.proc.wait()
+        self.drain.join(TIMEOUT)    # it ends at the end of the output
+        for stream in (self.proc.stdin, self.proc.stdout, self.proc.stderr):
+            try:
+                stream.close()
+            except (OSError, ValueError):
+                pass
+
+
+def run_client(port: int, *args: str, stdin: str = "", python: str = sys.executable,
+               env: Optional[dict] = None,
+               timeout: float = TIMEOUT) -> "subprocess.CompletedProcess":
+    """client.py run to its end with stdin as input; stdout and stderr as text."""
+    return subprocess.run([python, CLIENT, "--port", str(port)] + list(args),
+                          input=stdin, stdout=subprocess.PIPE, stderr=subprocess.PIPE,
+                          universal_newlines=True, env=env, timeout=timeout)
+
+
+def run_server(*args: str, python: str = sys.executable, env: Optional[dict] = None,
+               timeout: float = TIMEOUT) -> "subprocess.CompletedProcess":
+    """server.py expected to exit by itself (a start-up error); output as text."""
+    folder = tempfile.mkdtemp(prefix="chat-test-")
+    try:
+        return subprocess.run([python, SERVER, "--port", "0",
+                               "--clients-file", os.path.join(folder, "clients.json")] + list(args),
+                              stdout=subprocess.PIPE, stderr=subprocess.PIPE,
+                              universal_newlines=True, env=env, timeout=timeout, cwd=folder)
+    finally:
+        shutil.rmtree(folder, ignore_errors=True)
