@@ -211,6 +211,7 @@ class Client:
         self.name = options.name or helpers.name_from_hostname(socket.gethostname())
         self.conn = None        # type: Optional[Connection]
         self.print_lock = threading.Lock()
+        self.at_prompt = False  # input() shows the prompt: redraw it after a line
         self.quitting = threading.Event()
         self.reader_done = threading.Event()
         self.exit_code = 0
@@ -227,13 +228,11 @@ class Client:
         """Print a line above the prompt, keeping what is half typed."""
         text = render(line.rstrip("\n"), self.colour)
         with self.print_lock:
-            if self.interactive and readline is not None:
-                typed = readline.get_line_buffer()
-                self.out.write("\r\033[2K" + text + "\n" + self.prompt() + typed)
-            elif self.interactive:
-                self.out.write("\r\033[2K" + text + "\n" + self.prompt())
-            else:
+            if not (self.interactive and self.at_prompt):
                 self.out.write(text + "\n")
+            else:   # clear the prompt line, print, then draw it again
+                typed = readline.get_line_buffer() if readline is not None else ""
+                self.out.write("\r\033[2K" + text + "\n" + self.prompt() + typed)
             self.out.flush()
 
     def status(self, text: str) -> None:
@@ -312,9 +311,12 @@ class Client:
         """The person's side: read lines at a prompt until /quit, ^D or ^C."""
         while not self.reader_done.is_set():
             try:
+                self.at_prompt = True
                 text = input(self.prompt())
             except EOFError:
                 break
+            finally:
+                self.at_prompt = False
             if text.strip():
                 self.send(text)
             if text.split(" ", 1)[0].lower() == "/quit":

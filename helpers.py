@@ -261,12 +261,13 @@ def fmt_error(stamp: str, text: str) -> str:
 NOTICE_RUN_LIMIT = 3    # joins (or leaves) in a row shown one by one
 
 
-def summarize_notices(events: List[Tuple[str, str]], limit: int = NOTICE_RUN_LIMIT) -> List[str]:
+def summarize_notices(events: List[Tuple[str, str, str]],
+                      limit: int = NOTICE_RUN_LIMIT) -> List[str]:
     """The text of notices waiting together, with long runs folded.
 
-    events are (kind, text): kind "join" (text: the name), "leave" (text:
-    "name (reason)") or "other" (text: the whole notice). A run of more than
-    limit joins becomes one line "a, b, c and 97 others joined"; leaves alike.
+    events are (kind, name, detail): kind "join", "leave" (detail: the
+    reason) or "other" (detail: the whole notice). A run of more than limit
+    joins becomes one line "a, b, c and 97 others joined"; leaves alike.
     """
     lines = []  # type: List[str]
     start = 0
@@ -276,13 +277,17 @@ def summarize_notices(events: List[Tuple[str, str]], limit: int = NOTICE_RUN_LIM
         if kind in ("join", "leave"):
             while end < len(events) and events[end][0] == kind:
                 end += 1
-        verb = {"join": " joined", "leave": " left"}.get(kind, "")
-        run = [text for _, text in events[start:end]]
-        if len(run) > limit:
-            shown = ", ".join(run[:limit])
-            lines.append("%s and %d others%s" % (shown, len(run) - limit, verb))
+        run = events[start:end]
+        if kind == "other":
+            lines.append(run[0][2])
+        elif len(run) > limit:
+            lines.append("%s and %d others %s" % (
+                ", ".join(name for _, name, _ in run[:limit]), len(run) - limit,
+                "joined" if kind == "join" else "left"))
+        elif kind == "join":
+            lines.extend("%s joined" % name for _, name, _ in run)
         else:
-            lines.extend(text + verb for text in run)
+            lines.extend("%s left (%s)" % (name, reason) for _, name, reason in run)
         start = end
     return lines
 
@@ -292,8 +297,8 @@ ServerLine = collections.namedtuple("ServerLine", "stamp kind name text")
 _SERVER_LINE = re.compile(
     r"(\d\d:\d\d) (?:<([^>\s]+)> |\* ([^\s]+) |\*([^*\s]+)\* |-> \*([^*\s]+)\* |(--) |(!!) )(.*)\Z",
     re.S)
-_GROUP_KINDS = (None, "message", "action", "private_in", "private_out",
-                "notice", "error")
+_GROUP_KINDS = {2: "message", 3: "action", 4: "private_in", 5: "private_out",
+                6: "notice", 7: "error"}
 
 
 def parse_server_line(line: str) -> ServerLine:
@@ -301,11 +306,10 @@ def parse_server_line(line: str) -> ServerLine:
     match = _SERVER_LINE.match(line)
     if match is None:
         return ServerLine("", "raw", "", line)
-    for group in range(1, 7):
+    for group, kind in _GROUP_KINDS.items():
         value = match.group(group)
         if value is not None:
-            kind = _GROUP_KINDS[group]
-            name = value if group <= 4 else ""
+            name = value if group <= 5 else ""
             return ServerLine(match.group(1), kind, name, match.group(8))
     return ServerLine("", "raw", "", line)      # pragma: no cover
 

@@ -115,7 +115,7 @@ class Room:
         self.members = {}        # type: Dict[Member, None]  (ordered set)
         self.by_key = {}         # type: Dict[str, Member]
         self.per_host = collections.Counter()  # type: collections.Counter
-        self.notices = []        # type: List[Tuple[str, str]]  (kind, text)
+        self.notices = []        # type: List[Tuple[str, str, str]]  (kind, name, detail)
         self.notices_since = 0.0
         self.guest_serial = 0
         self.closing = False
@@ -152,7 +152,7 @@ class Room:
             if member.key is not None:
                 del self.by_key[member.key]
                 if not self.closing:
-                    self._announce("leave", "%s (%s)" % (member.name, member.reason or reason))
+                    self._announce("leave", member.name, member.reason or reason)
             self.outbox.retire(member)
         self.on_change()
         self.log("leave", member.name or "-", member.address, member.reason or reason)
@@ -205,7 +205,7 @@ class Room:
             ).encode())
             self._announce("join", member.name)
         else:
-            self._announce("other", "%s is now known as %s" % (old, member.name))
+            self._announce("other", old, "%s is now known as %s" % (old, member.name))
 
     def find(self, name: str) -> Optional[Member]:
         with self.lock:
@@ -255,11 +255,11 @@ class Room:
         where each flush is a write to every member."""
         return min(NOTICE_DELAY_MAX, max(NOTICE_DELAY, len(self.members) * 0.0001))
 
-    def _announce(self, kind: str, text: str) -> None:
-        """Add a notice for everyone: kind is join, leave or other."""
+    def _announce(self, kind: str, name: str, detail: str = "") -> None:
+        """Add a notice for everyone (see helpers.summarize_notices)."""
         if not self.notices:
             self.notices_since = time.monotonic()
-        self.notices.append((kind, text))
+        self.notices.append((kind, name, detail))
         self.outbox.wake()
 
     def _flush_notices(self) -> None:
