@@ -30,11 +30,14 @@ from helpers import Action
 SMALL_READ = 1024           # what an idle handler holds while it waits
 LARGE_READ = 65536          # used while a client keeps the pipe full
 MAX_WRITE = 256 * 1024      # most bytes handed to one send()
+MAX_PIECES = 512            # most queued pieces handed to one sendmsg()
 FLOOD_STRIKES = 10          # refused batches in a row before a disconnect
 THREAD_STACK = 512 * 1024
 SWITCH_INTERVAL = 0.05
 SHUTDOWN_GRACE = 1.0        # seconds to flush goodbyes at shutdown
 CLIENTS_FILE_INTERVAL = 0.5 # seconds between two writes of clients.json
+LAG_BYTES = 256 * 1024      # a member with more queued than this is lagging
+LAG_WAIT = 1.0              # longest a reader pauses for lagging members
 IDLE_CHECK_INTERVAL = 1.0   # seconds between two looks for idle clients
 ACCEPT_BATCH = 256          # connections accepted per wake-up of the accept loop
 NOTICE_DELAY = 0.05         # seconds notices wait to be folded together...
@@ -42,6 +45,7 @@ NOTICE_DELAY_MAX = 1.0      # ...and at most, in a room of 10,000
 HANDSHAKE_TIMEOUT = 10.0    # seconds for TLS and the password before joining
 
 DONTWAIT = getattr(socket, "MSG_DONTWAIT", 0)
+SENDMSG = hasattr(socket.socket, "sendmsg")     # not on Windows
 
 
 class Log:
@@ -71,7 +75,8 @@ class Member:
     """
 
     __slots__ = ("sock", "tls", "host", "address", "connected_at", "name", "key",
-                 "queue", "queued", "unsent", "gone", "reason", "watched", "last_heard")
+                 "queue", "queued", "unsent", "gone", "reason", "watched", "last_heard",
+                 "lagging")
 
     def __init__(self, sock: socket.socket, peer: Tuple,
                  tls: Optional[helpers.TlsCodec] = None) -> None:
@@ -84,11 +89,12 @@ class Member:
         self.key = None         # type: Optional[str]
         self.queue = collections.deque()  # type: Deque[bytes]
         self.queued = 0         # bytes in queue
-        self.unsent = b""       # bytes a send() did not take (Outbox only)
+        self.unsent = []        # type: List[bytes]  what a send did not take (Outbox only)
         self.gone = False       # left the room; the Outbox closes the socket
         self.reason = ""        # why the server dropped it, if it did
         self.watched = False    # the Outbox waits for it to become writable
         self.last_heard = time.monotonic()
+        self.lagging = False    # queued over Room.lag_bytes
 
     def __repr__(self) -> str:
         return "<Member %s %s>" % (self.name, self.address)
@@ -121,6 +127,12 @@ class Room:
         self.closing = False
         self.outbox = Outbox(self)
         self.on_change = lambda: None   # set by ClientsFile
+        # Back-pressure: while most members lag behind, readers pause, so
+        # senders slow down to what the room takes instead of filling queues
+        # until readers are dropped. One slow reader never pauses anyone.
+        self.lag_bytes = min(LAG_BYTES, queue_limit // 4)
+        self.lagging = 0
+        self.space = threading.Condition(self.lock)
 
     # -- membership ---------------------------------------------------------
 
@@ -146,6 +158,7 @@ class Room:
                 return
             member.gone = True
             del self.members[member]
+            self._unlag(member)
             self.per_host[member.host] -= 1
             if self.per_host[member.host] <= 0:
                 del self.per_host[member.host]
@@ -284,6 +297,28 @@ class Room:
             self.outbox.wake()
         member.queue.append(data)
         member.queued += len(data)
+        if member.queued > self.lag_bytes and not member.lagging:
+            member.lagging = True
+            self.lagging += 1
+
+    def _unlag(self, member: Member) -> None:
+        if member.lagging:
+            member.lagging = False
+            self.lagging -= 1
+            self.space.notify_all()
+
+    def _crowded(self) -> bool:
+        return self.lagging * 2 > len(self.members) and not self.closing
+
+    def wait_for_space(self) -> None:
+        """Pause a reader while most members lag, for at most LAG_WAIT.
+
+        The bound keeps a room of mostly stuck readers moving, so that their
+        queues still reach the limit and they are dropped.
+        """
+        with self.lock:
+            if self._crowded():
+                self.space.wait_for(lambda: not self._crowded(), LAG_WAIT)
 
     def _drop(self, member: Member, reason: str, tell: bool = False) -> None:
         """Disconnect a member; its handler thread sees the socket end.
@@ -292,6 +327,7 @@ class Room:
         to go out before the Outbox closes the socket.
         """
         member.reason = reason
+        self._unlag(member)
         if tell:
             line = helpers.fmt_error(helpers.clock_stamp(), "disconnected: " + reason)
             member.queue.append(line.encode())
@@ -329,6 +365,18 @@ class Room:
                 member.reason = member.reason or "server shutting down"
                 self.outbox.retire(member)
         self.outbox.join(SHUTDOWN_GRACE + 1.0)
+
+
+def unsent_part(pieces: List[bytes], sent: int) -> List[bytes]:
+    """What is left of pieces once sent bytes went out, without copying."""
+    rest = []
+    for piece in pieces:
+        if sent >= len(piece):
+            sent -= len(piece)
+            continue
+        rest.append(memoryview(piece)[sent:] if sent else piece)
+        sent = 0
+    return rest
 
 
 class Outbox(threading.Thread):
@@ -410,6 +458,8 @@ class Outbox(threading.Thread):
             more = False
             with room.lock:
                 for member, _ in jobs:
+                    if member.lagging and member.queued <= room.lag_bytes // 2:
+                        room._unlag(member)
                     if member.queue and not member.unsent:
                         self.ready.append(member)   # past MAX_WRITE: go on
                         more = True
@@ -430,38 +480,46 @@ class Outbox(threading.Thread):
                         return
 
     @staticmethod
-    def _take(member: Member) -> bytes:
-        """Up to MAX_WRITE queued bytes, as one piece. Call with room.lock held."""
+    def _take(member: Member) -> List[bytes]:
+        """The next queued pieces, up to MAX_WRITE bytes. Call with room.lock held.
+
+        Nothing while earlier bytes wait unsent: the socket is full.
+        """
         queue = member.queue
-        if not queue or len(member.unsent) >= MAX_WRITE:
-            return b""
-        data = queue.popleft()
-        if queue and len(data) < MAX_WRITE:
-            parts = [data]
-            size = len(data)
-            while queue and size < MAX_WRITE:
-                data = queue.popleft()
-                parts.append(data)
-                size += len(data)
-            data = b"".join(parts)
-        member.queued -= len(data)
-        return data
+        if not queue or member.unsent:
+            return []
+        pieces = [queue.popleft()]
+        size = len(pieces[0])
+        while queue and size < MAX_WRITE and len(pieces) < MAX_PIECES:
+            piece = queue.popleft()
+            pieces.append(piece)
+            size += len(piece)
+        member.queued -= size
+        return pieces
 
     @staticmethod
-    def _write(member: Member, data: bytes) -> None:
-        """Send what the socket takes now; keep the rest in member.unsent."""
+    def _write(member: Member, pieces: List[bytes]) -> None:
+        """Send what the socket takes now; keep the rest in member.unsent.
+
+        The pieces go to sendmsg() as they are, so the kernel copies them
+        once; joining them first was most of this thread's time under load.
+        """
         if member.tls is not None:
-            data = member.tls.encrypt(data)
-        wire = member.unsent + data if member.unsent else data
-        if not wire:
+            pieces = [member.tls.encrypt(b"".join(pieces))]
+        wire = member.unsent + pieces if member.unsent else pieces
+        size = sum(len(piece) for piece in wire)
+        if not size:
             return
         try:
-            sent = member.sock.send(wire, DONTWAIT)
+            if SENDMSG:
+                sent = member.sock.sendmsg(wire, (), DONTWAIT)
+            else:
+                sent = member.sock.send(b"".join(wire), DONTWAIT)
         except (BlockingIOError, InterruptedError):
             sent = 0
         except OSError:
-            sent = len(wire)    # broken: its handler sees the end
-        member.unsent = wire[sent:] if sent < len(wire) else b""
+            sent = size         # broken: its handler sees the end
+        member.unsent = unsent_part(wire, sent) if sent < size else []
 
     def _watch(self, member: Member, want: bool) -> None:
         if want == member.watched or (want and member.gone and not self.stopping):
@@ -670,7 +728,10 @@ class ChatHandler(socketserver.BaseRequestHandler):
         try:
             if early:
                 session.handle(early, 0, server.max_line)
+            room = server.room
             while session.quit_reason is None:
+                if room.lagging:
+                    room.wait_for_space()
                 data = sock.recv(size)
                 if not data:
                     break

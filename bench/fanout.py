@@ -1,0 +1,1148 @@
+#!/usr/bin/env python3
+"""Fan-out benchmark for Broadcast Chat, against `ncat --chat` when installed.
+
+    python3 bench/fanout.py                  # every scenario, ours and ncat
+    python3 bench/fanout.py --quick          # a smoke run of a second or so each
+    python3 bench/fanout.py --scenario flat,paced --no-ncat
+
+It starts server.py itself (and `ncat --chat -l`), on 127.0.0.1 only, and
+drives it from worker processes that use selectors and count lines with
+bytes operations, so the load generator is not the bottleneck; each worker
+measures its own CPU and the report says if one saturated a core.
+
+Scenarios:
+  flat    N clients, M of them sending as fast as they can: delivered lines/s,
+          lost / duplicated / out-of-order / mangled lines, server CPU and
+          peak memory. Protection is off (--rate-limit 0 --queue-limit 64 MiB).
+  paced   N clients, M senders at R lines/s each: latency p50 / p99 / max.
+  stuck   a client that never reads beside healthy ones: delivery and p99.
+  many    ten thousand named clients: time to register all, then one line to
+          all: p99 latency; server memory per client.
+  churn   connect, /nick, close, as fast as possible: connections/s; then
+          clients.json must be [] again.
+
+Every data line is "D<sender> <seq> <send time in us>" so receivers can check
+each sender's order and measure latency (time.monotonic: one machine).
+Standard library only.
+"""
+
+import argparse
+import errno
+import json
+import multiprocessing
+import os
+import re
+import selectors
+import shutil
+import socket
+import subprocess
+import sys
+import tempfile
+import threading
+import time
+
+HERE = os.path.dirname(os.path.abspath(__file__))
+SERVER = os.path.join(os.path.dirname(HERE), "server.py")
+HOST = "127.0.0.1"
+QUEUE_LIMIT = 67108864
+RECV = 262144
+
+# A data line as received: our prefix "HH:MM <name> ", ncat's "<userN> " (ncat
+# puts it only at the start of each chunk it read, so it is optional).
+DATA = re.compile(rb"(?:\d\d:\d\d <[^ >]+> |<user\d+> )?D(\d+) (\d+) (\d+)(?: \.+)?")
+SENDER_ID = re.compile(rb"D(\d+) ")
+
+
+def now_us():
+    return int(time.monotonic() * 1e6)
+
+
+def cpu_self():
+    t = os.times()
+    return t.user + t.system
+
+
+# --------------------------------------------------------------------------
+# Process statistics from /proc
+
+
+def proc_cpu(pid):
+    """utime + stime of a process, in seconds."""
+    try:
+        with open("/proc/%d/stat" % pid) as f:
+            fields = f.read().rsplit(")", 1)[1].split()
+        return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
+    except (OSError, IndexError, ValueError):
+        return float("nan")
+
+
+def proc_mem(pid, field="VmHWM"):
+    """A memory figure of /proc/PID/status, in bytes."""
+    try:
+        with open("/proc/%d/status" % pid) as f:
+            for line in f:
+                if line.startswith(field + ":"):
+                    return int(line.split()[1]) * 1024
+    except (OSError, ValueError):
+        pass
+    return 0
+
+
+def raise_nofile():
+    try:
+        import resource
+        soft, hard = resource.getrlimit(resource.RLIMIT_NOFILE)
+        if hard == resource.RLIM_INFINITY:
+            hard = 1 << 20
+        if soft < hard:
+            resource.setrlimit(resource.RLIMIT_NOFILE, (hard, hard))
+        return resource.getrlimit(resource.RLIMIT_NOFILE)[0]
+    except (ImportError, ValueError, OSError):
+        return 0
+
+
+def percentile(values, p):
+    if not values:
+        return float("nan")
+    values = sorted(values)
+    k = min(len(values) - 1, max(0, int(round(p / 100.0 * (len(values) - 1)))))
+    return values[k]
+
+
+# --------------------------------------------------------------------------
+# The servers under test
+
+
+class Target:
+    """A running chat server: ours or ncat."""
+
+    server = SERVER     # --server PATH: measure another copy (before/after)
+
+    def __init__(self, kind, tmpdir):
+        self.kind = kind
+        self.clients_file = os.path.join(tmpdir, "clients-%s.json" % kind)
+        if kind == "ours":
+            cmd = [sys.executable, self.server, "--host", HOST, "--port", "0",
+                   "--rate-limit", "0", "--queue-limit", str(QUEUE_LIMIT),
+                   "--max-clients", "0", "--max-per-address", "0",
+                   "--clients-file", self.clients_file]
+            self.proc = subprocess.Popen(cmd, stdout=subprocess.PIPE,
+                                         stderr=subprocess.PIPE, cwd=tmpdir)
+            first = self.proc.stdout.readline().decode("utf-8", "replace")
+            match = re.search(r"Server running on \[?([^\]]*)\]?:(\d+)", first)
+            if not match:
+                err = self.proc.stderr.read().decode("utf-8", "replace")
+                self.proc.kill()
+                raise RuntimeError("server did not start: %r %s" % (first, err))
+            self.port = int(match.group(2))
+            # Drain the log so the server never blocks on a full pipe.
+            for stream in (self.proc.stdout, self.proc.stderr):
+                threading.Thread(target=self._drain, args=(stream,), daemon=True).start()
+        else:
+            self.port = free_port()
+            self.errfile = os.path.join(tmpdir, "ncat-%d.err" % self.port)
+            with open(self.errfile, "wb") as err:
+                self.proc = subprocess.Popen(["ncat", "--chat", "-l", HOST, str(self.port)],
+                                             stdin=subprocess.DEVNULL,
+                                             stdout=subprocess.DEVNULL, stderr=err)
+            deadline = time.monotonic() + 5
+            while True:
+                try:
+                    socket.create_connection((HOST, self.port), 1).close()
+                    break
+                except OSError:
+                    if time.monotonic() > deadline or self.proc.poll() is not None:
+                        raise RuntimeError("ncat did not start")
+                    time.sleep(0.02)
+        self.pid = self.proc.pid
+        self.base_rss = proc_mem(self.pid, "VmRSS")
+
+    @staticmethod
+    def _drain(stream):
+        try:
+            while stream.read(65536):
+                pass
+        except (OSError, ValueError):
+            pass
+
+    def died(self):
+        """None while running, else how it ended."""
+        code = self.proc.poll()
+        if code is None:
+            return None
+        text = ""
+        if self.kind == "ncat":
+            try:
+                with open(self.errfile, "rb") as f:
+                    text = f.read()[-300:].decode("utf-8", "replace").strip()
+            except OSError:
+                pass
+        return "exited with status %s%s" % (code, (": " + text) if text else "")
+
+    def cpu(self):
+        return proc_cpu(self.pid)
+
+    def hwm(self):
+        return proc_mem(self.pid, "VmHWM")
+
+    def stop(self):
+        if self.proc.poll() is None:
+            self.proc.terminate()
+            try:
+                self.proc.wait(5)
+            except subprocess.TimeoutExpired:
+                self.proc.kill()
+                self.proc.wait()
+
+
+def free_port():
+    s = socket.socket()
+    s.bind((HOST, 0))
+    port = s.getsockname()[1]
+    s.close()
+    return port
+
+
+def ncat_available():
+    return shutil.which("ncat") is not None
+
+
+# --------------------------------------------------------------------------
+# Worker processes (spawned: they hold their own sockets)
+
+
+def connect_nb(port, rcvbuf=0):
+    s = socket.socket(socket.AF_INET, socket.SOCK_STREAM)
+    s.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
+    if rcvbuf:
+        s.setsockopt(socket.SOL_SOCKET, socket.SO_RCVBUF, rcvbuf)
+    s.setblocking(False)
+    err = s.connect_ex((HOST, port))
+    if err not in (0, errno.EINPROGRESS, errno.EAGAIN):
+        s.close()
+        raise OSError(err, os.strerror(err))
+    return s
+
+
+class Peer:
+    """One client connection inside a worker."""
+
+    def __init__(self, sock, role, ident, name):
+        self.sock = sock
+        self.role = role            # recv, check, send, stuck
+        self.ident = ident          # sender id for senders
+        self.name = name            # our /nick, or None
+        self.buf = b""
+        self.admitted = False
+        self.syncs = 0
+        self.counting = False
+        self.lines = 0
+        self.last = 0
+        # sending
+        self.out = b""
+        self.off = 0
+        self.seq = 0
+        # checking, per sender
+        self.nxt = {}
+        self.missing = {}
+        self.dup = {}
+        self.ooo = {}
+        self.mangled = 0
+        self.starts = 0
+        self.lat = []
+
+
+def fanout_worker(conn, spec):
+    """Clients of the flat, paced and stuck scenarios; spec is a dict."""
+    port, ours = spec["port"], spec["ours"]
+    nsenders = spec["nsenders"]
+    sel = selectors.DefaultSelector()
+    sel.register(conn, selectors.EVENT_READ, None)
+    peers = []
+    # One connection at a time, each once the previous one is admitted:
+    # ncat --chat quits ("getpeername ... failed") on a burst of connects.
+    todo = list(spec["clients"])
+    todo.reverse()
+
+    def connect_next():
+        role, ident = todo.pop()
+        name = None
+        if ours and role == "send":
+            name = "s%d" % ident
+        sock = connect_nb(port, rcvbuf=4096 if role == "stuck" else 0)
+        peer = Peer(sock, role, ident, name)
+        peers.append(peer)
+        if role == "stuck":
+            peer.admitted = True
+            peer.counting = True
+        else:
+            sel.register(sock, selectors.EVENT_READ, peer)
+            listeners.append(peer)
+        if name:
+            senders.append(peer)
+            pending_nick.append(peer)
+        elif role == "send":
+            senders.append(peer)
+
+    pending_nick = []
+    senders = []
+    listeners = []
+    expected = None
+    state = "setup"
+    ready_sent = synced_sent = False
+    go = None
+    cpu0 = wall0 = 0.0
+    sent_report = None
+    sending = False
+    deadline = None
+    idle = spec.get("idle", 2.0)
+
+    def need_sync(p):
+        return nsenders - (1 if p.role == "send" else 0)
+
+    def feed(p, data, t):
+        """Data received in counting mode."""
+        if p.role == "check":
+            buf = p.buf + data
+            lines = buf.split(b"\n")
+            p.buf = lines.pop()
+            for line in lines:
+                m = DATA.fullmatch(line)
+                if m is None:
+                    p.mangled += 1
+                    continue
+                sid, seq = int(m.group(1)), int(m.group(2))
+                p.lines += 1
+                p.lat.append(t - int(m.group(3)))
+                nxt = p.nxt.get(sid, 0)
+                if seq == nxt:
+                    p.nxt[sid] = nxt + 1
+                elif seq > nxt:
+                    miss = p.missing.setdefault(sid, set())
+                    if seq - nxt < 1000000:
+                        miss.update(range(nxt, seq))
+                    p.nxt[sid] = seq + 1
+                else:
+                    miss = p.missing.get(sid)
+                    if miss and seq in miss:
+                        miss.discard(seq)
+                        p.ooo[sid] = p.ooo.get(sid, 0) + 1
+                    else:
+                        p.dup[sid] = p.dup.get(sid, 0) + 1
+        else:
+            p.lines += data.count(b"\n")
+            p.starts += data.count(b"D")   # one per data line, more if mangled
+        p.last = t
+
+    def pre(p, data, t):
+        """Setup mode: look for admission and the SYNC lines."""
+        buf = p.buf + data
+        lines = buf.split(b"\n")
+        p.buf = lines.pop()
+        for i, line in enumerate(lines):
+            if not p.admitted:
+                if p.name is None or (b"welcome, " + p.name.encode() + b"!") in line:
+                    p.admitted = True
+            if line.endswith(b"SYNC"):
+                p.syncs += 1
+                if p.syncs >= need_sync(p):
+                    p.counting = True
+                    rest = b"\n".join(lines[i + 1:] + [p.buf])
+                    p.buf = b""
+                    if rest:
+                        feed(p, rest, t)
+                    return
+
+    def pump(p):
+        """Write what p has pending, without blocking."""
+        while p.off < len(p.out):
+            try:
+                n = p.sock.send(memoryview(p.out)[p.off:p.off + 1048576])
+            except (BlockingIOError, InterruptedError):
+                break
+            except OSError:
+                p.off = len(p.out)
+                break
+            p.off += n
+        if p.off >= len(p.out) and p.out:
+            p.out, p.off = b"", 0
+        want = selectors.EVENT_READ | (selectors.EVENT_WRITE if p.out else 0)
+        sel.modify(p.sock, want, p)
+
+    while True:
+        if go is not None and sending:
+            t = time.monotonic()
+            mode = go["mode"]
+            end = go["t0"] + go["duration"]
+            if t < end:
+                if mode == "flat":
+                    for p in senders:
+                        if not p.out:
+                            ts = now_us()
+                            sid = p.ident
+                            p.out = b"".join([b"D%d %d %d\n" % (sid, s, ts)
+                                              for s in range(p.seq, p.seq + 500)])
+                            p.seq += 500
+                            p.off = 0
+                            pump(p)
+                else:
+                    due = int((t - go["t0"]) * go["rate"]) + 1
+                    pad = go.get("pad", b"")
+                    for p in senders:
+                        if due > p.seq:
+                            ts = now_us()
+                            sid = p.ident
+                            p.out = p.out[p.off:] + b"".join(
+                                [b"D%d %d %d%s\n" % (sid, s, ts, pad) for s in range(p.seq, due)])
+                            p.off = 0
+                            p.seq = due
+                            pump(p)
+            flushing = any(p.out for p in senders)
+            if t >= end and (not flushing or t >= end + 2.0):
+                sending = False
+                counts = {}
+                unsent = 0
+                for p in senders:
+                    left = p.out[p.off:].count(b"\n")
+                    unsent += left
+                    counts[p.ident] = p.seq - left
+                    p.out, p.off = b"", 0
+                    sel.modify(p.sock, selectors.EVENT_READ, p)
+                sent_report = ("sent", counts, unsent)
+                conn.send(sent_report)
+            if sending:
+                if mode == "flat":
+                    timeout = 0 if not all(p.out for p in senders) else max(0, end - t)
+                else:
+                    timeout = min(0.0005, max(0, end - t))
+            else:
+                timeout = 0.05
+        else:
+            timeout = 0.05
+        events = sel.select(timeout)
+        t = now_us()
+        for key, mask in events:
+            p = key.data
+            if p is None:
+                msg = conn.recv()
+                if msg[0] == "sync":
+                    for s in senders:
+                        s.out = b"SYNC\n"
+                        s.off = 0
+                        pump(s)
+                elif msg[0] == "go":
+                    go = msg[1]
+                    sending = bool(senders)
+                    cpu0, wall0 = cpu_self(), time.monotonic()
+                elif msg[0] == "expect":
+                    expected = msg[1]
+                    deadline = time.monotonic() + msg[2]
+                elif msg[0] == "stop":
+                    return
+                continue
+            if mask & selectors.EVENT_WRITE:
+                pump(p)
+            if mask & selectors.EVENT_READ:
+                try:
+                    data = p.sock.recv(RECV)
+                except (BlockingIOError, InterruptedError):
+                    continue
+                except OSError:
+                    data = b""
+                if not data:
+                    sel.unregister(p.sock)
+                    p.closed = True
+                    continue
+                if p.counting:
+                    feed(p, data, t)
+                else:
+                    pre(p, data, t)
+                    if p.admitted and p.name and p in pending_nick:
+                        pending_nick.remove(p)
+        # Nicks go out as soon as the connection is up (ours only).
+        if state == "setup":
+            while todo and all(p.admitted for p in peers):
+                connect_next()
+            for p in list(pending_nick):
+                if not p.out and not getattr(p, "nicked", False):
+                    p.nicked = True
+                    p.out = b"/nick " + p.name.encode() + b"\n"
+                    pump(p)
+            if not todo and all(p.admitted for p in peers) and not ready_sent:
+                ready_sent = True
+                conn.send(("ready",))
+                state = "sync"
+        if state == "sync":
+            for p in listeners:
+                if not p.counting and need_sync(p) <= 0:
+                    p.counting = True
+                    p.buf = b""
+        if state == "sync" and all(p.counting for p in listeners) and not synced_sent:
+            synced_sent = True
+            conn.send(("synced",))
+            state = "run"
+        if expected is not None:
+            total = sum(expected.values())
+            done = True
+            tnow = time.monotonic()
+            for p in listeners:
+                want = total - (expected.get(p.ident, 0) if p.role == "send" else 0)
+                if p.lines < want and not getattr(p, "closed", False):
+                    done = False
+                    break
+            last = max([p.last for p in listeners] or [0]) / 1e6
+            if not done and (tnow > deadline or tnow - max(last, go["t0"] + go["duration"]) > idle):
+                done = True
+            if done:
+                cpu = cpu_self() - cpu0
+                wall = time.monotonic() - wall0
+                conn.send(("done", summarize(peers, expected, nsenders), cpu, wall))
+                expected = None
+
+
+def summarize(peers, expected, nsenders):
+    """Totals of a worker's clients, small enough to pickle cheaply."""
+    total = sum(expected.values())
+    out = {"delivered": 0, "expected": 0, "last": 0, "lat": [],
+           "checked": 0, "lost": {}, "dup": {}, "ooo": {}, "mangled": 0,
+           "count_missing": 0, "count_extra": 0, "count_mangled": 0}
+    for p in peers:
+        if p.role == "stuck":
+            continue
+        want = total - (expected.get(p.ident, 0) if p.role == "send" else 0)
+        out["delivered"] += p.lines
+        out["expected"] += want
+        out["last"] = max(out["last"], p.last)
+        if p.role == "check":
+            out["checked"] += 1
+            out["lat"].extend(p.lat)
+            out["mangled"] += p.mangled
+            for sid, n in expected.items():
+                lost = len(p.missing.get(sid, ())) + max(0, n - p.nxt.get(sid, 0))
+                out["lost"][sid] = out["lost"].get(sid, 0) + lost
+                out["dup"][sid] = out["dup"].get(sid, 0) + p.dup.get(sid, 0)
+                out["ooo"][sid] = out["ooo"].get(sid, 0) + p.ooo.get(sid, 0)
+        else:
+            out["count_mangled"] += max(0, p.starts - p.lines)
+            if p.lines < want:
+                out["count_missing"] += want - p.lines
+            else:
+                out["count_extra"] += p.lines - want
+    return out
+
+
+def many_worker(conn, spec):
+    """Named clients of the 'many' scenario: register, then wait for one line."""
+    port, lo, hi, inflight = spec["port"], spec["lo"], spec["hi"], spec["inflight"]
+    sel = selectors.DefaultSelector()
+    sel.register(conn, selectors.EVENT_READ, None)
+    todo = list(range(lo, hi))
+    todo.reverse()
+    waiting = 0
+    registered = 0
+    errors = 0
+    t_last_welcome = 0
+    got_final = {}
+    final_sender = None
+    socks = {}
+    info = {}       # index -> [sock, buf, welcomed]
+    reported = False
+    deadline = time.monotonic() + spec["timeout"]
+    final_deadline = None
+    cpu0 = cpu_self()
+    wall0 = time.monotonic()
+    while True:
+        while todo and waiting < inflight:
+            i = todo.pop()
+            try:
+                s = connect_nb(port)
+            except OSError:
+                errors += 1
+                todo.insert(0, i)
+                break
+            info[i] = [s, b"", False, False]
+            sel.register(s, selectors.EVENT_WRITE, i)
+            waiting += 1
+        for key, mask in sel.select(0.05):
+            i = key.data
+            if i is None:
+                msg = conn.recv()
+                if msg[0] == "final" and not msg[2]:
+                    final_deadline = time.monotonic() + msg[1]
+                elif msg[0] == "final":
+                    final_sender = lo
+                    s = info[lo][0]
+                    t = now_us()
+                    s.setblocking(True)
+                    s.sendall(b"ZFINAL\n")
+                    s.setblocking(False)
+                    conn.send(("final-sent", t))
+                    final_deadline = time.monotonic() + msg[1]
+                elif msg[0] == "stop":
+                    return
+                continue
+            rec = info[i]
+            s = rec[0]
+            if not rec[3]:      # connecting
+                err = s.getsockopt(socket.SOL_SOCKET, socket.SO_ERROR)
+                if err:
+                    errors += 1
+                    sel.unregister(s)
+                    s.close()
+                    waiting -= 1
+                    todo.insert(0, i)
+                    continue
+                rec[3] = True
+                s.send(b"/nick c%d\n" % i)
+                sel.modify(s, selectors.EVENT_READ, i)
+                continue
+            try:
+                data = s.recv(RECV)
+            except (BlockingIOError, InterruptedError):
+                continue
+            except OSError:
+                data = b""
+            if not data:
+                sel.unregister(s)
+                errors += 1
+                if not rec[2]:
+                    waiting -= 1
+                continue
+            t = now_us()
+            buf = rec[1][-64:] + data
+            if not rec[2]:
+                buf = rec[1] + data
+                if (b"welcome, c%d!" % i) in buf:
+                    rec[2] = True
+                    registered += 1
+                    waiting -= 1
+                    t_last_welcome = t
+                    buf = buf[-64:]
+                else:
+                    rec[1] = buf
+                    continue
+            if b"ZFINAL" in buf and i not in got_final:
+                got_final[i] = t
+            rec[1] = buf[-64:]
+        tn = time.monotonic()
+        if not reported and (registered == hi - lo or tn > deadline):
+            reported = True
+            conn.send(("registered", registered, t_last_welcome, errors))
+        if final_deadline is not None:
+            want = hi - lo - (1 if final_sender is not None else 0)
+            if len(got_final) >= want or tn > final_deadline:
+                conn.send(("done", list(got_final.values()), want,
+                           cpu_self() - cpu0, tn - wall0))
+                final_deadline = None
+
+
+def churn_worker(conn, spec):
+    """Connect, /nick, wait for the welcome (ncat: first line), close; repeat."""
+    port, ours, slots, duration = spec["port"], spec["ours"], spec["slots"], spec["duration"]
+    tag = spec["tag"]
+    sel = selectors.DefaultSelector()
+    serial = 0
+    done = 0
+    errors = 0
+    conn.recv()     # go
+    cpu0 = cpu_self()
+    t0 = time.monotonic()
+    end = t0 + duration
+    active = 0
+
+    def start():
+        nonlocal serial, errors
+        serial += 1
+        try:
+            s = connect_nb(port)
+        except OSError:
+            errors += 1
+            return 0
+        name = b"w%d-%d" % (tag, serial)
+        sel.register(s, selectors.EVENT_WRITE, [s, name, b""])
+        return 1
+
+    while True:
+        tn = time.monotonic()
+        while tn < end and active < slots:
+            active += start()
+            if active < slots and errors > 1000:
+                break
+        if active == 0 and tn >= end:
+            break
+        if tn > end + 5 or (errors > 10000 and errors > 10 * done):
+            break       # the server is gone: ncat quits under churn
+        for key, mask in sel.select(0.05):
+            rec = key.data
+            s = rec[0]
+            if mask & selectors.EVENT_WRITE:
+                err = s.getsockopt(socket.SOL_SOCKET, socket.SO_ERROR)
+                if err:
+                    errors += 1
+                    sel.unregister(s)
+                    s.close()
+                    active -= 1
+                    continue
+                if ours:
+                    s.send(b"/nick " + rec[1] + b"\n")
+                sel.modify(s, selectors.EVENT_READ, rec)
+                continue
+            try:
+                data = s.recv(65536)
+            except (BlockingIOError, InterruptedError):
+                continue
+            except OSError:
+                data = b""
+            finished = False
+            if not data:
+                errors += 1
+                finished = True
+            else:
+                rec[2] = rec[2][-64:] + data
+                if not ours or (b"welcome, " + rec[1] + b"!") in rec[2]:
+                    done += 1
+                    finished = True
+            if finished:
+                sel.unregister(s)
+                s.close()
+                active -= 1
+    conn.send(("done", done, errors, time.monotonic() - t0, cpu_self() - cpu0))
+
+
+# --------------------------------------------------------------------------
+# Scenario drivers (parent side)
+
+
+CTX = multiprocessing.get_context("spawn")
+
+
+class Worker:
+    def __init__(self, func, spec):
+        self.conn, child = CTX.Pipe()
+        self.proc = CTX.Process(target=func, args=(child, spec), daemon=True)
+        self.proc.start()
+        child.close()
+
+    def expect(self, kind, timeout):
+        if not self.conn.poll(timeout):
+            raise TimeoutError("worker did not answer %r in %.0f s" % (kind, timeout))
+        msg = self.conn.recv()
+        if msg[0] != kind:
+            raise RuntimeError("worker said %r, expected %r" % (msg, kind))
+        return msg
+
+    def send(self, *msg):
+        self.conn.send(msg)
+
+    def close(self):
+        try:
+            self.conn.send(("stop",))
+        except OSError:
+            pass
+        self.proc.join(3)
+        if self.proc.is_alive():
+            self.proc.terminate()
+            self.proc.join(2)
+
+
+def gen_note(cpus):
+    """The generator's CPU over the run, per process, and a warning if hot."""
+    worst = max(cpus) if cpus else 0
+    text = "generator CPU " + " + ".join("%.0f%%" % (c * 100) for c in cpus)
+    if worst > 0.9:
+        text += "  (a generator process SATURATED a core: treat rates as a lower bound)"
+    return text, worst
+
+
+def run_fanout(target, mode, nclients, nsenders, duration, rate=0, stuck=0,
+               check=None, procs=2, pad=0, echo=print):
+    """flat / paced / stuck scenarios against one target."""
+    ours = target.kind == "ours"
+    receivers = nclients - nsenders if mode != "stuck" else nclients
+    check = receivers if check is None else min(check, receivers)
+    if 0 < check < receivers:
+        # The few clients that parse every line get a process of their own;
+        # the rest only count bytes, so they are cheap.
+        rest = [("recv", -1)] * (receivers - check)
+        groups = [[("check", -1)] * check] + [rest[i::procs] for i in range(procs)]
+    else:
+        roles = [("check" if check else "recv", -1)] * receivers
+        groups = [roles[i::procs] for i in range(procs)]
+    groups = [g for g in groups if g] or [[]]
+    if stuck:
+        groups[-1] = groups[-1] + [("stuck", -1)] * stuck
+    spec = {"port": target.port, "ours": ours, "nsenders": nsenders}
+    workers = []
+    try:
+        # Workers connect one after the other (ncat quits on a burst).
+        for g in groups:
+            workers.append(Worker(fanout_worker, dict(spec, clients=g)))
+            workers[-1].expect("ready", 30)
+        sender = Worker(fanout_worker, dict(spec, clients=[("send", i) for i in range(nsenders)]))
+        workers.append(sender)
+        sender.expect("ready", 30)
+        sender.send("sync")
+        for w in workers:
+            w.expect("synced", 30)
+        cpu0 = target.cpu()
+        t0 = time.monotonic()
+        go = {"mode": mode, "t0": t0, "duration": duration, "rate": rate,
+              "pad": (b" " + b"." * (pad - 1)) if pad > 0 else b""}
+        for w in workers:
+            w.send("go", go)
+        msg = sender.expect("sent", duration + 30)
+        counts, unsent = msg[1], msg[2]
+        for w in workers:
+            w.send("expect", counts, duration + 20)
+        results = [w.expect("done", duration + 60) for w in workers]
+        cpu = target.cpu() - cpu0
+        hwm = target.hwm()
+        alive = target.proc.poll() is None
+    finally:
+        for w in workers:
+            w.close()
+    agg = {"delivered": 0, "expected": 0, "last": 0, "lat": [], "lost": 0, "dup": 0,
+           "ooo": 0, "mangled": 0, "count_missing": 0, "count_extra": 0, "count_mangled": 0,
+           "checked": 0}
+    per_sender = {}
+    for _, r, _, _ in results:
+        for k in ("delivered", "expected", "mangled", "count_missing", "count_extra",
+                  "count_mangled", "checked"):
+            agg[k] += r[k]
+        agg["last"] = max(agg["last"], r["last"])
+        agg["lat"].extend(r["lat"])
+        for k in ("lost", "dup", "ooo"):
+            for sid, n in r[k].items():
+                agg[k] += n
+                per_sender.setdefault(sid, {"lost": 0, "dup": 0, "ooo": 0})[k] += n
+    span = max(agg["last"] / 1e6 - t0, 1e-9) if agg["last"] else float("nan")
+    lat = agg["lat"]
+    sent = sum(counts.values())
+    res = {
+        "target": target.kind, "mode": mode, "clients": nclients, "senders": nsenders,
+        "sent": sent, "unsent": unsent, "delivered": agg["delivered"], "expected": agg["expected"],
+        "span": span, "rate": agg["delivered"] / span if agg["last"] else 0.0,
+        "lost": agg["lost"], "dup": agg["dup"], "ooo": agg["ooo"], "mangled": agg["mangled"],
+        "count_missing": agg["count_missing"], "count_extra": agg["count_extra"],
+        "count_mangled": agg["count_mangled"],
+        "checked": agg["checked"], "per_sender": per_sender,
+        "delivery_pct": 100.0 * agg["delivered"] / agg["expected"] if agg["expected"] else 0.0,
+        "p50_ms": percentile(lat, 50) / 1000, "p99_ms": percentile(lat, 99) / 1000,
+        "max_ms": (max(lat) / 1000 if lat else float("nan")),
+        "cpu_s": cpu, "cpu_us_per_line": 1e6 * cpu / agg["delivered"] if agg["delivered"] else float("nan"),
+        "hwm_mib": hwm / 1048576.0, "alive": alive,
+        "gen_cpu": [r[2] / r[3] if r[3] else 0 for r in results],
+    }
+    # Loss that the unchecked (count-only) clients saw counts too.
+    res["lost_total"] = res["lost"] + res["count_missing"]
+    res["dup_total"] = res["dup"] + res["count_extra"]
+    res["mangled_total"] = res["mangled"] + res["count_mangled"]
+    res["clean"] = (res["lost_total"] == 0 and res["dup_total"] == 0 and res["ooo"] == 0
+                    and res["mangled_total"] == 0 and res["delivered"] == res["expected"])
+    return res
+
+
+def run_many(target, nclients, procs, echo=print):
+    workers = []
+    per = (nclients + procs - 1) // procs
+    base_rss = proc_mem(target.pid, "VmRSS")
+    t0 = time.monotonic()
+    try:
+        for k in range(procs):
+            lo, hi = k * per, min(nclients, (k + 1) * per)
+            workers.append(Worker(many_worker, {"port": target.port, "lo": lo, "hi": hi,
+                                                "inflight": 400, "timeout": 60}))
+        regs = [w.expect("registered", 90) for w in workers]
+        registered = sum(r[1] for r in regs)
+        t_reg = max(r[2] for r in regs) / 1e6 - t0
+        errors = sum(r[3] for r in regs)
+        workers[0].send("final", 30, True)
+        t_send = workers[0].expect("final-sent", 30)[1]
+        for w in workers[1:]:
+            w.send("final", 30, False)
+        dones = [w.expect("done", 60) for w in workers]
+        hwm = target.hwm()
+    finally:
+        for w in workers:
+            w.close()
+    times = [t for d in dones for t in d[1]]
+    want = sum(d[2] for d in dones)
+    lat = [(t - t_send) / 1000.0 for t in times]
+    return {"target": target.kind, "clients": nclients, "registered": registered,
+            "register_s": t_reg, "connect_errors": errors, "final_got": len(times),
+            "final_want": want, "p50_ms": percentile(lat, 50), "p99_ms": percentile(lat, 99),
+            "max_ms": max(lat) if lat else float("nan"),
+            "hwm_mib": hwm / 1048576.0, "kib_per_client": hwm / 1024.0 / nclients,
+            "net_kib_per_client": (hwm - base_rss) / 1024.0 / nclients,
+            "gen_cpu": [d[3] / d[4] if d[4] else 0 for d in dones]}
+
+
+def run_churn(target, duration, procs, slots):
+    ours = target.kind == "ours"
+    workers = [Worker(churn_worker, {"port": target.port, "ours": ours, "slots": slots,
+                                     "duration": duration, "tag": k})
+               for k in range(procs)]
+    try:
+        for w in workers:
+            w.send("go")
+        dones = [w.expect("done", duration + 30) for w in workers]
+    finally:
+        for w in workers:
+            w.close()
+    done = sum(d[1] for d in dones)
+    errors = sum(d[2] for d in dones)
+    wall = max(d[3] for d in dones)
+    res = {"target": target.kind, "connections": done, "errors": errors,
+           "per_s": done / wall, "gen_cpu": [d[4] / d[3] for d in dones],
+           "died": target.died()}
+    if ours:
+        # clients.json is written at most every 0.5 s: wait for [] with a deadline.
+        t0 = time.monotonic()
+        content = None
+        while time.monotonic() - t0 < 10:
+            try:
+                with open(target.clients_file) as f:
+                    content = json.load(f)
+            except (OSError, ValueError):
+                content = None
+            if content == []:
+                break
+            time.sleep(0.05)
+        res["clients_json_empty"] = content == []
+        res["clients_json_s"] = time.monotonic() - t0
+        res["clients_json_left"] = len(content) if isinstance(content, list) else None
+    return res
+
+
+# --------------------------------------------------------------------------
+# Reporting
+
+
+def ratio(a, b):
+    try:
+        if b == 0 or b != b or a != a:
+            return "-"
+        return "%.2fx" % (a / b)
+    except TypeError:
+        return "-"
+
+
+def fmt(v, spec="%.1f"):
+    if v is None:
+        return "-"
+    if isinstance(v, str):
+        return v
+    if isinstance(v, float) and v != v:
+        return "-"
+    return spec % v
+
+
+class Report:
+    def __init__(self, echo):
+        self.rows = []
+        self.echo = echo
+
+    def row(self, scenario, metric, ours, ncat=None, spec="%.1f", better="high"):
+        r = ratio(ours, ncat) if isinstance(ours, (int, float)) and isinstance(ncat, (int, float)) else "-"
+        self.rows.append((scenario, metric, fmt(ours, spec), fmt(ncat, spec) if ncat is not None else "-",
+                          r + ("" if r == "-" else (" (higher better)" if better == "high" else " (lower better)"))))
+
+    def show(self):
+        widths = [max(len(str(r[i])) for r in self.rows + [("scenario", "metric", "ours", "ncat", "ours/ncat")])
+                  for i in range(5)]
+        line = "  ".join("%-*s" % (w, h) for w, h in zip(widths, ("scenario", "metric", "ours", "ncat", "ours/ncat")))
+        self.echo(line)
+        self.echo("-" * len(line))
+        for r in self.rows:
+            self.echo("  ".join("%-*s" % (w, c) for w, c in zip(widths, r)))
+
+
+def describe_fanout(res, echo):
+    echo("  [%s] sent %d lines (%d unsent at the end), delivered %d of %d in %.2f s = %.0f lines/s"
+         % (res["target"], res["sent"], res["unsent"], res["delivered"], res["expected"],
+            res["span"], res["rate"]))
+    echo("  [%s] checked clients %d: lost %d, duplicated %d, out of order %d, mangled %d; "
+         "count-only clients: missing %d, extra %d, mangled %d"
+         % (res["target"], res["checked"], res["lost"], res["dup"], res["ooo"], res["mangled"],
+            res["count_missing"], res["count_extra"], res["count_mangled"]))
+    if res["lost"] or res["dup"] or res["ooo"]:
+        for sid in sorted(res["per_sender"]):
+            s = res["per_sender"][sid]
+            echo("      sender %d: lost %d dup %d out-of-order %d" % (sid, s["lost"], s["dup"], s["ooo"]))
+    echo("  [%s] latency p50 %.2f ms p99 %.2f ms max %.2f ms; server CPU %.2f s (%.4f us/line), "
+         "peak RSS %.1f MiB%s" % (res["target"], res["p50_ms"], res["p99_ms"], res["max_ms"],
+                                  res["cpu_s"], res["cpu_us_per_line"], res["hwm_mib"],
+                                  "" if res["alive"] else ", SERVER DIED"))
+    echo("  [%s] %s" % (res["target"], gen_note(res["gen_cpu"])[0]))
+
+
+def main(argv=None):
+    ap = argparse.ArgumentParser(prog="fanout.py", description=__doc__.split("\n")[0])
+    ap.add_argument("--quick", action="store_true", help="a smoke run: few clients, about a second each")
+    ap.add_argument("--scenario", default="flat,paced,stuck,many,churn",
+                    help="comma-separated: flat,paced,stuck,many,churn (default all)")
+    ap.add_argument("--no-ncat", action="store_true", help="do not run ncat --chat")
+    ap.add_argument("--clients", type=int, default=100)
+    ap.add_argument("--senders", type=int, default=10)
+    ap.add_argument("--duration", type=float, default=3.0, help="seconds of sending (default 3)")
+    ap.add_argument("--rate", type=float, default=100.0, help="paced lines/s per sender (default 100)")
+    ap.add_argument("--check", type=int, default=2,
+                    help="receivers that parse every line in the flat run (others count newlines)")
+    ap.add_argument("--stuck-pad", type=int, default=200,
+                    help="bytes of padding on each line of the stuck-reader run (default 200)")
+    ap.add_argument("--many", type=int, default=10000, help="clients in the many scenario")
+    ap.add_argument("--procs", type=int, default=2, help="receiver worker processes")
+    ap.add_argument("--server", default=SERVER, metavar="PATH",
+                    help="the server.py to measure (default: the one beside bench/)")
+    ap.add_argument("--json", metavar="PATH", help="also write the results as JSON")
+    args = ap.parse_args(argv)
+    echo = lambda s="": print(s, flush=True)
+    scenarios = [s.strip() for s in args.scenario.split(",") if s.strip()]
+    for s in scenarios:
+        if s not in ("flat", "paced", "stuck", "many", "churn"):
+            ap.error("unknown scenario %s" % s)
+    q = args.quick
+    clients, senders = (6, 2) if q else (args.clients, args.senders)
+    duration = 0.5 if q else args.duration
+    flat_duration = 0.2 if q else args.duration
+    many = 50 if q else args.many
+    Target.server = os.path.abspath(args.server)
+    nofile = raise_nofile()
+    use_ncat = ncat_available() and not args.no_ncat
+    targets = ["ours"] + (["ncat"] if use_ncat else [])
+    echo("Broadcast Chat fan-out benchmark: %d CPUs, Python %s, RLIMIT_NOFILE %d, ncat %s"
+         % (os.cpu_count() or 0, sys.version.split()[0], nofile,
+            "yes" if use_ncat else ("not run" if ncat_available() else "not installed")))
+    echo("load average at start: %.2f %.2f %.2f (other work on the machine skews every figure)"
+         % os.getloadavg())
+    echo("PROTECTION IS OFF: our server runs with --rate-limit 0 --queue-limit %d "
+         "--max-clients 0 --max-per-address 0, so the runs measure fan-out." % QUEUE_LIMIT)
+    report = Report(echo)
+    results = {}
+    tmpdir = tempfile.mkdtemp(prefix="chat-bench-")
+    gen_worst = 0.0
+
+    def each(func, label):
+        nonlocal gen_worst
+        out = {}
+        for kind in targets:
+            target = Target(kind, tmpdir)
+            try:
+                out[kind] = func(target)
+            except Exception as exc:   # report and go on: ncat may not cope
+                out[kind] = {"error": "%s: %s" % (type(exc).__name__, exc)}
+                echo("  [%s] %s FAILED: %s" % (kind, label, out[kind]["error"]))
+            finally:
+                target.stop()
+            if "gen_cpu" in out[kind]:
+                gen_worst = max(gen_worst, max(out[kind]["gen_cpu"] or [0]))
+        return out
+
+    try:
+        if "flat" in scenarios:
+            echo("\n== flat-out: %d clients, %d sending as fast as they can for %.1f s "
+                 "(protection off) ==" % (clients, senders, flat_duration))
+            out = each(lambda t: run_fanout(t, "flat", clients, senders, flat_duration,
+                                            check=args.check, procs=args.procs), "flat")
+            for r in out.values():
+                if "error" not in r:
+                    describe_fanout(r, echo)
+            results["flat"] = out
+            o, n = out.get("ours", {}), out.get("ncat", {})
+            report.row("flat-out", "delivered lines/s", o.get("rate"), n.get("rate"), "%.0f")
+            report.row("flat-out", "lost+dup+ooo+mangled", sum(o.get(k, 0) for k in ("lost_total", "dup_total", "ooo", "mangled_total")) if o.get("sent") else None,
+                       sum(n.get(k, 0) for k in ("lost_total", "dup_total", "ooo", "mangled_total")) if n.get("sent") else None, "%d", "low")
+            report.row("flat-out", "server CPU us/line", o.get("cpu_us_per_line"), n.get("cpu_us_per_line"), "%.4f", "low")
+            report.row("flat-out", "server peak RSS MiB", o.get("hwm_mib"), n.get("hwm_mib"), "%.1f", "low")
+        if "paced" in scenarios:
+            rate = args.rate
+            echo("\n== paced: %d clients, %d senders at %g lines/s each for %.1f s ==" %
+                 (clients, senders, rate, duration))
+            out = each(lambda t: run_fanout(t, "paced", clients, senders, duration, rate=rate,
+                                            procs=args.procs), "paced")
+            for r in out.values():
+                if "error" not in r:
+                    describe_fanout(r, echo)
+            results["paced"] = out
+            o, n = out.get("ours", {}), out.get("ncat", {})
+            report.row("paced", "latency p50 ms", o.get("p50_ms"), n.get("p50_ms"), "%.2f", "low")
+            report.row("paced", "latency p99 ms", o.get("p99_ms"), n.get("p99_ms"), "%.2f", "low")
+            report.row("paced", "latency max ms", o.get("max_ms"), n.get("max_ms"), "%.2f", "low")
+            report.row("paced", "delivery %", o.get("delivery_pct"), n.get("delivery_pct"), "%.2f")
+        if "stuck" in scenarios:
+            healthy, ssend, srate = (4, 2, 200.0) if q else (20, 4, 1000.0)
+            sdur = duration if q else max(duration, 5.0)
+            echo("\n== stuck reader: 1 client never reads, %d healthy receive %d senders x %g lines/s "
+                 "of %d bytes for %.1f s ==" % (healthy, ssend, srate, args.stuck_pad + 20, sdur))
+            echo("  (%.1f MB in all: more than the kernel buffers a stuck reader's socket can hold)"
+                 % (ssend * srate * sdur * (args.stuck_pad + 20) / 1e6))
+            out = each(lambda t: run_fanout(t, "stuck", healthy, ssend, sdur, rate=srate,
+                                            stuck=1, procs=1, pad=args.stuck_pad), "stuck")
+            for r in out.values():
+                if "error" not in r:
+                    describe_fanout(r, echo)
+                    if r["delivery_pct"] < 100:
+                        echo("  [%s] FROZE: healthy clients got %.1f %% of the lines; %d lines could "
+                             "not even be sent" % (r["target"], r["delivery_pct"], r["unsent"]))
+            results["stuck"] = out
+            o, n = out.get("ours", {}), out.get("ncat", {})
+            report.row("stuck reader", "healthy delivery %", o.get("delivery_pct"), n.get("delivery_pct"), "%.1f")
+            report.row("stuck reader", "healthy p99 ms", o.get("p99_ms"), n.get("p99_ms"), "%.2f", "low")
+        if "many" in scenarios:
+            echo("\n== many: %d clients, each /nick and announced, then one line to all ==" % many)
+            saved = list(targets)
+            if "ncat" in targets:
+                echo("  [ncat] skipped: ncat --chat is select()-based and stops near 1,024 sockets")
+                targets[:] = ["ours"]
+            try:
+                out = each(lambda t: run_many(t, many, args.procs), "many")
+            finally:
+                targets[:] = saved
+            r = out.get("ours", {})
+            if "error" not in r:
+                echo("  [ours] registered %d of %d in %.2f s (%d connect retries); final line reached "
+                     "%d of %d: p50 %.1f ms p99 %.1f ms max %.1f ms" % (
+                         r["registered"], many, r["register_s"], r["connect_errors"], r["final_got"],
+                         r["final_want"], r["p50_ms"], r["p99_ms"], r["max_ms"]))
+                echo("  [ours] peak RSS %.1f MiB = %.1f KiB per client (%.1f KiB above the idle server); %s"
+                     % (r["hwm_mib"], r["kib_per_client"], r["net_kib_per_client"], gen_note(r["gen_cpu"])[0]))
+            results["many"] = out
+            report.row("many (%d)" % many, "all registered s", r.get("register_s"), None, "%.2f", "low")
+            report.row("many (%d)" % many, "one line to all p99 ms", r.get("p99_ms"), None, "%.1f", "low")
+            report.row("many (%d)" % many, "peak KiB per client", r.get("kib_per_client"), None, "%.1f", "low")
+        if "churn" in scenarios:
+            cd = 0.5 if q else args.duration
+            echo("\n== churn: connect, /nick, wait for the welcome, close, for %.1f s ==" % cd)
+            echo("  (ncat has no /nick: for it a connection counts once its first line arrives)")
+            out = each(lambda t: run_churn(t, cd, args.procs, 4 if q else 32), "churn")
+            for r in out.values():
+                if "error" not in r:
+                    echo("  [%s] %d connections in %.1f s = %.0f/s, %d errors; %s" % (
+                        r["target"], r["connections"], cd, r["per_s"], r["errors"], gen_note(r["gen_cpu"])[0]))
+                    if r["died"]:
+                        echo("  [%s] THE SERVER DIED during the run: %s" % (r["target"], r["died"]))
+            r = out.get("ours", {})
+            if "clients_json_empty" in r:
+                echo("  [ours] clients.json %s after %.2f s" % (
+                    "is []" if r["clients_json_empty"] else "still lists %s clients" % r["clients_json_left"],
+                    r["clients_json_s"]))
+            results["churn"] = out
+            o, n = out.get("ours", {}), out.get("ncat", {})
+            report.row("churn", "connections/s", o.get("per_s"), n.get("per_s"), "%.0f")
+            report.row("churn", "clients.json [] after", ("yes" if o.get("clients_json_empty") else "NO") if o else None)
+    finally:
+        shutil.rmtree(tmpdir, ignore_errors=True)
+    echo("\n== summary ==")
+    report.show()
+    note, _ = gen_note([gen_worst])
+    echo("load average at end: %.2f %.2f %.2f" % os.getloadavg())
+    echo("\nbusiest generator process: %.0f%% of a core%s" % (
+        gen_worst * 100, "  -- SATURATED, figures are a lower bound" if gen_worst > 0.9 else ""))
+    if args.json:
+        with open(args.json, "w") as f:
+            json.dump(results, f, indent=1, default=str)
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

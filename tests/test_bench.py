@@ -1,0 +1,44 @@
+"""Smoke test of the fan-out benchmark: it runs, and our server loses nothing."""
+
+import json
+import os
+import subprocess
+import sys
+import tempfile
+import unittest
+
+ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+BENCH = os.path.join(ROOT, "bench", "fanout.py")
+
+
+class BenchSmokeTest(unittest.TestCase):
+
+    def test_quick_run_reports_zero_loss(self):
+        with tempfile.TemporaryDirectory() as tmp:
+            out = os.path.join(tmp, "results.json")
+            proc = subprocess.run(
+                [sys.executable, BENCH, "--quick", "--no-ncat", "--json", out],
+                stdout=subprocess.PIPE, stderr=subprocess.STDOUT, timeout=60)
+            text = proc.stdout.decode("utf-8", "replace")
+            self.assertEqual(proc.returncode, 0, text)
+            self.assertIn("PROTECTION IS OFF", text)
+            with open(out) as f:
+                results = json.load(f)
+        for scenario in ("flat", "paced", "stuck"):
+            ours = results[scenario]["ours"]
+            self.assertNotIn("error", ours, text)
+            self.assertGreater(ours["sent"], 0, text)
+            self.assertEqual(ours["delivered"], ours["expected"], text)
+            for key in ("lost_total", "dup_total", "ooo", "mangled"):
+                self.assertEqual(ours[key], 0, "%s %s\n%s" % (scenario, key, text))
+            self.assertTrue(ours["clean"], text)
+        many = results["many"]["ours"]
+        self.assertEqual(many["registered"], many["clients"], text)
+        self.assertEqual(many["final_got"], many["final_want"], text)
+        churn = results["churn"]["ours"]
+        self.assertGreater(churn["connections"], 0, text)
+        self.assertTrue(churn["clients_json_empty"], text)
+
+
+if __name__ == "__main__":
+    unittest.main()
