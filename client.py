@@ -287,8 +287,9 @@ class Client:
         return False
 
     def interrupt_main(self) -> None:
-        if self.interactive:
-            os.kill(os.getpid(), signal.SIGINT)
+        """Wake the main thread from its blocking read of the keyboard or the
+        pipe: with the server gone there is nothing left to send to."""
+        os.kill(os.getpid(), signal.SIGINT)
 
     def send(self, text: str) -> bool:
         conn = self.conn
