@@ -154,6 +154,9 @@ class InputTest(HostileCase):
         alice.expect(r"!! invalid name: .* not <$")
         alice.line("end of names")
         bob.expect(r"<alice> end of names$")
+        carol = self.joined(server, "carol")
+        carol.send_bytes(b"/quit \x1b[2J\x07bye\n")
+        bob.expect(r"-- carol left \(quit: \^\[\[2J\^Gbye\)$")
         for line in alice.lines + bob.lines:
             self.assertIsNone(UNSAFE.search(line), line)
         for raw in alice.raw_lines + bob.raw_lines:
@@ -277,6 +280,8 @@ class NameAndCommandTest(HostileCase):
             bob.expect(r"!! usage: /nick NAME$", start=start)
         bob.line("/who")
         bob.expect(r"-- 2 online: alice, bob$")
+        bob.line("/msg \uff21\uff2c\uff29\uff23\uff25 found you")    # fullwidth ALICE
+        alice.expect(r"\*bob\* found you$")
         alice.line("checked")
         bob.expect(r"<alice> checked$")
         self.assertFalse([line for line in alice.lines if "known as" in line], alice.lines)
@@ -428,6 +433,18 @@ class ConnectionTest(HostileCase):
         bob.close()
         measured("%d connect/close cycles a second (2000 in %.2f s); a line among 60 silent "
                  "connections took %.3f s" % (2000 / storm_time, storm_time, latency))
+        self.assert_healthy(server)
+
+    @unittest.skipUnless(shutil.which("ss"), "needs ss (iproute2)")
+    def test_every_connection_has_tcp_keepalive(self):
+        """Half-open peers: the kernel probes every client socket."""
+        server = self.start_server()
+        alice = self.joined(server, "alice")
+        port = alice.sock.getsockname()[1]
+        out = subprocess.check_output(
+            ["ss", "-tnoH", "state", "established", "( sport = :%d and dport = :%d )"
+             % (server.port, port)]).decode()
+        self.assertIn("keepalive", out)
         self.assert_healthy(server)
 
     def test_idle_timeout_drops_a_silent_client_with_a_reason(self):
@@ -599,10 +616,15 @@ class ProcessTest(HostileCase):
         bob = self.joined(server, "bob")
         alice.line("chat carries on")
         bob.expect(r"<alice> chat carries on$")
-        for i in range(3):     # more changes, and more failed retries, while it fails
+        for i in range(3):     # more changes while it fails
             self.joined(server, "q%d" % i).close()
         bob.line("/who")
         bob.expect(r"-- \d+ online")
+        # Each attempt makes and removes a temporary file in the folder, so
+        # the folder's mtime counts the retries: wait for two more.
+        stamps = {os.stat(server.folder).st_mtime_ns}
+        wait_until(lambda: stamps.add(os.stat(server.folder).st_mtime_ns) or len(stamps) >= 3,
+                   5, "the server to retry the write")
         failures = [line for line in server.log if "cannot write" in line]
         self.assertEqual(len(failures), 1, failures)
         os.rmdir(path)
