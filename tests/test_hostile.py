@@ -475,6 +475,43 @@ class ConnectionTest(HostileCase):
         # The health check's pair is not idle long enough to be dropped.
         self.assert_healthy(server)
 
+    def test_silent_connections_before_the_password_count_per_address(self):
+        server = self.start_server("--max-per-address", "5",
+                                   env=dict(os.environ, BROADCAST_PASSWORD="s3cret"))
+        pid = server.proc.pid
+        silent = []
+        for _ in range(20):
+            sock = socket.create_connection(("127.0.0.1", server.port), timeout=TIMEOUT)
+            self.addCleanup(sock.close)
+            silent.append(sock)
+        # Five wait for their password; the other fifteen are turned away at once.
+        turned_away = 0
+        for sock in silent[5:]:
+            data = b""
+            while True:
+                chunk = sock.recv(4096)
+                if not chunk:
+                    break
+                data += chunk
+            self.assertRegex(data.decode(), r"^\d\d:\d\d !! too many connections from your address\n$")
+            turned_away += 1
+        wait_until(lambda: proc_threads(pid) == server.base_threads + 5, 5,
+                   "one thread per waiting connection only")
+        # Another host still gets in, and chats.
+        other = LineSocket.wrap(socket.create_connection(
+            ("127.0.0.1", server.port), timeout=TIMEOUT, source_address=("127.0.0.2", 0)))
+        self.addCleanup(other.close)
+        other.line("/pass s3cret")
+        other.join("other")
+        for sock in silent:
+            sock.close()
+        wait_until(lambda: proc_threads(pid) == server.base_threads + 1, 5,
+                   "the silent connections' threads to end")
+        wait_until(lambda: proc_fds(pid) == server.base_fds + 1, 5, "their descriptors closed")
+        wait_until(lambda: self.names_in_file(server) == ["other"], 5, "clients.json")
+        measured("password server, --max-per-address 5: 20 silent connections hold %d "
+                 "threads, %d turned away" % (5, turned_away))
+
     def test_max_clients_and_max_per_address(self):
         server = self.start_server("--max-clients", "2")
         alice = self.joined(server, "alice")
