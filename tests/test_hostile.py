@@ -396,30 +396,46 @@ class ConnectionTest(HostileCase):
         self.assert_healthy(server)
 
     def test_connection_storms(self):
-        server = self.start_server()
+        server = self.start_server("--rate-limit", "0")
+        pid = server.proc.pid
         alice = self.joined(server, "alice")
         bob = self.joined(server, "bob")
-        # 2,000 connect/close cycles, as fast as one client makes them.
-        started = time.monotonic()
-        for _ in range(2000):
-            sock = socket.create_connection(("127.0.0.1", server.port), timeout=TIMEOUT)
-            sock.close()
-        storm_time = time.monotonic() - started
-        alice.line("after the storm")
-        bob.expect(r"<alice> after the storm$")
-        # Resets right after connect.
-        for _ in range(300):
-            sock = socket.create_connection(("127.0.0.1", server.port), timeout=TIMEOUT)
-            sock.setsockopt(socket.SOL_SOCKET, socket.SO_LINGER, struct.pack("ii", 1, 0))
-            sock.close()
-        alice.line("after the resets")
-        bob.expect(r"<alice> after the resets$")
+        took = {}
+
+        def storm() -> None:
+            # 2,000 connect/close cycles, as fast as one client makes them,
+            started = time.monotonic()
+            for _ in range(2000):
+                sock = socket.create_connection(("127.0.0.1", server.port), timeout=TIMEOUT)
+                sock.close()
+            took["cycles"] = time.monotonic() - started
+            # then 300 resets right after connect.
+            for _ in range(300):
+                sock = socket.create_connection(("127.0.0.1", server.port), timeout=TIMEOUT)
+                sock.setsockopt(socket.SOL_SOCKET, socket.SO_LINGER, struct.pack("ii", 1, 0))
+                sock.close()
+
+        stormer = threading.Thread(target=storm, daemon=True)
+        stormer.start()
+        pings = 0
+        worst = 0.0
+        peak_threads = peak_fds = 0
+        while stormer.is_alive():       # the pair keeps talking throughout
+            pings += 1
+            asked = time.monotonic()
+            alice.line("ping %d" % pings)
+            bob.expect(r"<alice> ping %d$" % pings, start=max(0, len(bob.lines) - 5))
+            worst = max(worst, time.monotonic() - asked)
+            peak_threads = max(peak_threads, proc_threads(pid))
+            peak_fds = max(peak_fds, proc_fds(pid))
+        stormer.join()
+        self.assertIn("cycles", took)
         # Connections that send nothing, held open while the pair talks.
         silent = [socket.create_connection(("127.0.0.1", server.port), timeout=TIMEOUT)
                   for _ in range(60)]
         for sock in silent:
             self.addCleanup(sock.close)
-        wait_until(lambda: proc_threads(server.proc.pid) >= server.base_threads + 62, 5,
+        wait_until(lambda: proc_threads(pid) == server.base_threads + 62, 5,
                    "the silent connections to be served")
         asked = time.monotonic()
         alice.line("among the silent")
@@ -429,29 +445,29 @@ class ConnectionTest(HostileCase):
                    "clients.json to count the silent connections")
         for sock in silent:
             sock.close()
-        alice.close()
-        bob.close()
-        measured("%d connect/close cycles a second (2000 in %.2f s); a line among 60 silent "
-                 "connections took %.3f s" % (2000 / storm_time, storm_time, latency))
+        measured("%d connect/close cycles a second (2000 in %.2f s, then 300 resets); "
+                 "%d lines between the pair meanwhile, slowest %.3f s; peak %d threads, "
+                 "%d fds (baseline %d, %d); a line among 60 silent connections took %.3f s"
+                 % (2000 / took["cycles"], took["cycles"], pings, worst, peak_threads,
+                    peak_fds, server.base_threads, server.base_fds, latency))
+        self.assertLess(worst, 1.0)
         self.assert_healthy(server)
 
-    @unittest.skipUnless(shutil.which("ss"), "needs ss (iproute2)")
-    def test_every_connection_has_tcp_keepalive(self):
-        """Half-open peers: the kernel probes every client socket."""
-        server = self.start_server()
-        alice = self.joined(server, "alice")
-        port = alice.sock.getsockname()[1]
+    def assert_keepalive(self, server: ServerProcess, client: LineSocket) -> None:
+        """The kernel probes the server's end of client's connection (half-open peers)."""
+        if not shutil.which("ss"):
+            return      # iproute2 missing: nothing to look with
         out = subprocess.check_output(
             ["ss", "-tnoH", "state", "established", "( sport = :%d and dport = :%d )"
-             % (server.port, port)]).decode()
+             % (server.port, client.sock.getsockname()[1])]).decode()
         self.assertIn("keepalive", out)
-        self.assert_healthy(server)
 
-    def test_idle_timeout_drops_a_silent_client_with_a_reason(self):
+    def test_keepalive_and_idle_timeout_drop_a_silent_client_with_a_reason(self):
         server = self.start_server("--idle-timeout", "1")
         watcher = self.joined(server, "watcher")
         silent = self.joined(server, "silent")
         joined_at = time.monotonic()
+        self.assert_keepalive(server, silent)
         deadline = joined_at + 5
         while not any("silent left" in line for line in watcher.lines):
             self.assertLess(time.monotonic(), deadline, "the silent client was never dropped")
@@ -566,22 +582,18 @@ class ProcessTest(HostileCase):
             if stream:
                 stream.close()
 
-    def test_a_killed_client_is_seen_leaving_within_a_second(self):
-        server = self.start_server()
-        watcher = self.joined(server, "watcher")
-        victim = self.client_process(server.port, "victim")
-        watcher.expect(r"-- victim joined$")
-        killed = time.monotonic()
-        victim.send_signal(signal.SIGKILL)
-        watcher.expect(r"-- victim left \(connection lost\)$", timeout=1.0)
-        took = time.monotonic() - killed
-        measured("kill -9 of a client seen by the others after %.3f s" % took)
-        watcher.close()
-        self.assert_healthy(server)
-
-    def test_a_killed_server_is_replaced_with_a_clean_clients_file(self):
+    def test_kill_9_of_a_client_then_of_the_server(self):
         server = self.start_server()
         alice = self.joined(server, "alice")
+        # A client killed: the others see it leave within a second.
+        victim = self.client_process(server.port, "victim")
+        alice.expect(r"-- victim joined$")
+        killed = time.monotonic()
+        victim.send_signal(signal.SIGKILL)
+        alice.expect(r"-- victim left \(connection lost\)$", timeout=1.0)
+        measured("kill -9 of a client seen by the others after %.3f s"
+                 % (time.monotonic() - killed))
+        # The server killed: the new one starts with a clean clients.json.
         piped = self.client_process(server.port, "piped")
         alice.expect(r"-- piped joined$")
         wait_until(lambda: self.names_in_file(server) == ["alice", "piped"], 5, "the file")
@@ -647,14 +659,12 @@ class ProcessTest(HostileCase):
         # A directory where the file was.
         os.remove(path)
         os.mkdir(path)
-        for i in range(3):
-            self.joined(server, "p%d" % i).close()
+        self.joined(server, "p0").close()
         server.expect_log(r" error cannot write .*clients\.json")
         bob = self.joined(server, "bob")
         alice.line("chat carries on")
         bob.expect(r"<alice> chat carries on$")
-        for i in range(3):     # more changes while it fails
-            self.joined(server, "q%d" % i).close()
+        self.joined(server, "q0").close()     # more changes while it fails
         bob.line("/who")
         bob.expect(r"-- \d+ online")
         # Each attempt makes and removes a temporary file in the folder, so
@@ -677,8 +687,7 @@ class ProcessTest(HostileCase):
         carol = self.joined(inner, "carol")
         wait_until(lambda: self.names_in_file(inner) == ["carol"], 5, "the inner file")
         os.rename(folder, folder + ".away")
-        for i in range(3):
-            self.joined(inner, "r%d" % i).close()
+        self.joined(inner, "r0").close()
         inner.expect_log(r" error cannot write .*clients\.json")
         dave = self.joined(inner, "dave")
         carol.line("hi dave")
@@ -697,7 +706,7 @@ class FuzzTest(HostileCase):
 
     SEED = 20261125
     CLIENTS = 20
-    SECONDS = 1.5
+    SECONDS = 2.0
 
     def fuzz_one(self, port: int, rng: random.Random, until: float, stats: dict) -> None:
         words = ["/nick", "/msg", "/me", "/who", "/help", "/quit", "//", "/", "/pass",
