@@ -169,19 +169,23 @@ class Connection:
                 if line is None:
                     raise ChatError("the server closed the connection%s" % (
                         "" if self.tls else " (if it uses TLS, add --tls)"))
-                text = helpers.parse_server_line(line).text
-                if text.startswith(helpers.WELCOME_PREFIX):
+                # Only the server's own notices and errors count: anyone in
+                # the room can say "welcome, NAME!" in a message.
+                parsed = helpers.parse_server_line(line)
+                text = parsed.text
+                if parsed.kind == "notice" and text.startswith(helpers.WELCOME_PREFIX):
                     if name != wanted:
                         say(helpers.fmt_notice(helpers.clock_stamp(),
                                                "%s is taken; you are %s" % (wanted, name)))
                     say(line)
                     self.sock.settimeout(None)
                     return name
-                if text.startswith(helpers.NAME_TAKEN_PREFIX):
+                if parsed.kind == "error" and text.startswith(helpers.NAME_TAKEN_PREFIX):
                     break
-                if text.startswith("invalid name"):
+                if parsed.kind == "error" and text.startswith("invalid name"):
                     raise ChatError(text, code=2)
-                if text.startswith((helpers.WRONG_PASSWORD, "password needed")):
+                if parsed.kind == "error" and text.startswith((helpers.WRONG_PASSWORD,
+                                                                "password needed")):
                     raise ChatError(text)
                 say(line)
         raise ChatError("no free variant of the name %s" % wanted)
