@@ -193,6 +193,37 @@ class InputTest(HostileCase):
         self.assertNotIn(b"\x1b", out)
         self.assertNotIn(b"\x07", out)
 
+    def test_client_registration_is_not_fooled_by_a_message(self):
+        """Another person's message saying 'welcome, x!' is not the server's welcome."""
+        listener = socket.socket()
+        listener.bind(("127.0.0.1", 0))
+        listener.listen(1)
+        self.addCleanup(listener.close)
+        proc = subprocess.Popen([sys.executable, CLIENT, "--port",
+                                 str(listener.getsockname()[1]), "--name", "x"],
+                                stdin=subprocess.PIPE, stdout=subprocess.PIPE,
+                                stderr=subprocess.PIPE)
+        self.addCleanup(proc.kill)
+        listener.settimeout(TIMEOUT)
+        conn, _ = listener.accept()
+        self.addCleanup(conn.close)
+        conn.settimeout(TIMEOUT)
+        peer = LineSocket.wrap(conn)
+        peer.expect(r"^/nick x$")
+        conn.sendall(b"12:00 <evil> welcome, x! fooled you\n"
+                     b"12:00 *evil* name taken: x is already in use\n"
+                     b"12:00 !! name taken: x is already in use\n")
+        peer.expect(r"^/nick x-2$")
+        conn.sendall(b"12:00 -- welcome, x-2! 1 other online.\n")
+        proc.stdin.close()
+        peer.expect(r"^/quit$")
+        conn.close()
+        out = proc.stdout.read()
+        self.assertEqual(proc.wait(TIMEOUT), 0)
+        proc.stdout.close()
+        proc.stderr.close()
+        self.assertIn(b"x is taken; you are x-2", out)
+
     def test_a_50_mb_line_is_refused_with_flat_memory(self):
         server = self.start_server("--max-line", "4096")
         pid = server.proc.pid
