@@ -55,6 +55,15 @@ class HostileCase(unittest.TestCase):
         server.base_fds = proc_fds(server.proc.pid)
         return server
 
+    @staticmethod
+    def reap(proc: subprocess.Popen) -> None:
+        if proc.poll() is None:
+            proc.kill()
+        proc.wait()
+        for stream in (proc.stdin, proc.stdout, proc.stderr):
+            if stream:
+                stream.close()
+
     def connect(self, server: ServerProcess) -> LineSocket:
         sock = server.connect()
         self.addCleanup(sock.close)
@@ -174,7 +183,7 @@ class InputTest(HostileCase):
         proc = subprocess.Popen([sys.executable, CLIENT, "--port", str(port), "--name", "x"],
                                 stdin=subprocess.PIPE, stdout=subprocess.PIPE,
                                 stderr=subprocess.PIPE)
-        self.addCleanup(proc.kill)
+        self.addCleanup(self.reap, proc)
         listener.settimeout(TIMEOUT)
         conn, _ = listener.accept()
         self.addCleanup(conn.close)
@@ -187,8 +196,6 @@ class InputTest(HostileCase):
         conn.close()
         out = proc.stdout.read()
         proc.wait(TIMEOUT)
-        proc.stdout.close()
-        proc.stderr.close()
         self.assertIn(b"12:00 <ev^[[31mil> ^[]0;pwned^G^[[2J<U+202E>oops^M^H\n", out)
         self.assertNotIn(b"\x1b", out)
         self.assertNotIn(b"\x07", out)
@@ -203,7 +210,7 @@ class InputTest(HostileCase):
                                  str(listener.getsockname()[1]), "--name", "x"],
                                 stdin=subprocess.PIPE, stdout=subprocess.PIPE,
                                 stderr=subprocess.PIPE)
-        self.addCleanup(proc.kill)
+        self.addCleanup(self.reap, proc)
         listener.settimeout(TIMEOUT)
         conn, _ = listener.accept()
         self.addCleanup(conn.close)
@@ -220,8 +227,6 @@ class InputTest(HostileCase):
         conn.close()
         out = proc.stdout.read()
         self.assertEqual(proc.wait(TIMEOUT), 0)
-        proc.stdout.close()
-        proc.stderr.close()
         self.assertIn(b"x is taken; you are x-2", out)
 
     def test_a_50_mb_line_is_refused_with_flat_memory(self):
@@ -603,15 +608,6 @@ class ProcessTest(HostileCase):
                                 stderr=subprocess.PIPE, **kwargs)
         self.addCleanup(self.reap, proc)
         return proc
-
-    @staticmethod
-    def reap(proc: subprocess.Popen) -> None:
-        if proc.poll() is None:
-            proc.kill()
-        proc.wait()
-        for stream in (proc.stdin, proc.stdout, proc.stderr):
-            if stream:
-                stream.close()
 
     def test_kill_9_of_a_client_then_of_the_server(self):
         server = self.start_server()
