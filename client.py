@@ -352,8 +352,9 @@ class Client:
     def run(self) -> int:
         self.connect()
         reader = threading.Thread(target=self.read_forever, name="reader", daemon=True)
-        reader.start()
         try:
+            # Started inside the try: a connection lost at once interrupts us here.
+            reader.start()
             if self.interactive:
                 self.type_loop()
             else:
@@ -364,7 +365,11 @@ class Client:
         if self.interactive:
             self.out.write("\n")
         # The server answers /quit and closes: then every line was handled.
-        self.reader_done.wait(QUIT_TIMEOUT)
+        try:
+            self.reader_done.wait(QUIT_TIMEOUT)
+        except KeyboardInterrupt:
+            if self.exit_code == 0:
+                raise       # the person's Ctrl-C, not the reader's interrupt_main
         if self.refused and self.exit_code == 0:
             self.exit_code = 1
         return self.exit_code
