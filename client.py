@@ -173,19 +173,23 @@ class Connection:
                 if line is None:
                     raise ChatError("the server closed the connection%s" % (
                         "" if self.tls else " (if it uses TLS, add --tls)"))
-                text = helpers.parse_server_line(line).text
-                if text.startswith(helpers.WELCOME_PREFIX):
+                # Only the server's own notices and errors count: anyone in
+                # the room can say "welcome, NAME!" in a message.
+                parsed = helpers.parse_server_line(line)
+                text = parsed.text
+                if parsed.kind == "notice" and text.startswith(helpers.WELCOME_PREFIX):
                     if name != wanted:
                         say(helpers.fmt_notice(helpers.clock_stamp(),
                                                "%s is taken; you are %s" % (wanted, name)))
                     say(line)
                     self.sock.settimeout(None)
                     return name
-                if text.startswith(helpers.NAME_TAKEN_PREFIX):
+                if parsed.kind == "error" and text.startswith(helpers.NAME_TAKEN_PREFIX):
                     break
-                if text.startswith("invalid name"):
+                if parsed.kind == "error" and text.startswith("invalid name"):
                     raise ChatError(text, code=2)
-                if text.startswith((helpers.WRONG_PASSWORD, "password needed")):
+                if parsed.kind == "error" and text.startswith((helpers.WRONG_PASSWORD,
+                                                                "password needed")):
                     raise ChatError(text)
                 say(line)
         raise ChatError("no free variant of the name %s" % wanted)
@@ -290,8 +294,9 @@ class Client:
         return False
 
     def interrupt_main(self) -> None:
-        if self.interactive:
-            os.kill(os.getpid(), signal.SIGINT)
+        """Wake the main thread from its blocking read of the keyboard or the
+        pipe: with the server gone there is nothing left to send to."""
+        os.kill(os.getpid(), signal.SIGINT)
 
     def send(self, text: str) -> bool:
         conn = self.conn
@@ -353,8 +358,9 @@ class Client:
     def run(self) -> int:
         self.connect()
         reader = threading.Thread(target=self.read_forever, name="reader", daemon=True)
-        reader.start()
         try:
+            # Started inside the try: a connection lost at once interrupts us here.
+            reader.start()
             if self.interactive:
                 self.type_loop()
             else:
@@ -365,7 +371,11 @@ class Client:
         if self.interactive:
             self.out.write("\n")
         # The server answers /quit and closes: then every line was handled.
-        self.reader_done.wait(QUIT_TIMEOUT)
+        try:
+            self.reader_done.wait(QUIT_TIMEOUT)
+        except KeyboardInterrupt:
+            if self.exit_code == 0:
+                raise       # the person's Ctrl-C, not the reader's interrupt_main
         if self.refused and self.exit_code == 0:
             self.exit_code = 1
         return self.exit_code

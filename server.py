@@ -692,11 +692,18 @@ class ChatHandler(socketserver.BaseRequestHandler):
         address = helpers.format_address(self.client_address)
         framer = helpers.LineFramer(server.max_line)
         tls = None
+        host = self.client_address[0]
+        if not server.begin_handshake(host):
+            refusal = "too many connections from your address"
+            server.log("refuse", address, refusal + " (before joining)")
+            if server.tls_context is None:
+                server.say_now(sock, None, helpers.fmt_error(helpers.clock_stamp(), refusal))
+            return self.close(sock)
         try:
             server.tune(sock)
             sock.settimeout(HANDSHAKE_TIMEOUT)
             tls, arrived = server.open_tls(sock)
-            early = server.authenticate(sock, tls, framer, self.client_address[0], arrived)
+            early = server.authenticate(sock, tls, framer, host, arrived)
             sock.settimeout(None)   # from here on the Outbox may write to it
         except Refused as exc:
             server.log("refuse", address, str(exc))
@@ -708,6 +715,8 @@ class ChatHandler(socketserver.BaseRequestHandler):
             server.log("refuse", address, "lost before joining: %s" % (
                 getattr(exc, "strerror", None) or exc or type(exc).__name__))
             return self.close(sock)
+        finally:
+            server.end_handshake(host)
         member, refusal = server.room.admit(sock, self.client_address, tls)
         if member is None:
             server.log("refuse", address, refusal)
@@ -797,6 +806,8 @@ class ChatServer(socketserver.ThreadingTCPServer):
         self.failures = {}   # type: Dict[str, int]  failed passwords by address
         self.failure_lock = threading.Lock()
         self.accept_failing = False
+        self.handshaking = collections.Counter()  # type: collections.Counter
+        self.handshake_lock = threading.Lock()
         self.clients_file = ClientsFile(options.clients_file, self.room, log)
 
     def tune(self, sock: socket.socket) -> None:
@@ -810,6 +821,30 @@ class ChatServer(socketserver.ThreadingTCPServer):
                 sock.setsockopt(socket.IPPROTO_TCP, socket.TCP_KEEPCNT, 6)
         except OSError:
             pass
+
+    def begin_handshake(self, host: str) -> bool:
+        """Count a connection still in its TLS handshake or password check.
+
+        It is not a member yet, so the room does not count it; without this
+        one host could hold a thread per silent connection, past
+        --max-per-address, for HANDSHAKE_TIMEOUT each.
+        """
+        if self.tls_context is None and self.password is None:
+            return True     # nothing to wait for: admitted (and counted) at once
+        limit = self.room.max_per_address
+        with self.handshake_lock:
+            if limit and self.handshaking[host] + self.room.per_host[host] >= limit:
+                return False
+            self.handshaking[host] += 1
+        return True
+
+    def end_handshake(self, host: str) -> None:
+        if self.tls_context is None and self.password is None:
+            return
+        with self.handshake_lock:
+            self.handshaking[host] -= 1
+            if self.handshaking[host] <= 0:
+                del self.handshaking[host]
 
     def open_tls(self, sock: socket.socket) -> Tuple[Optional[helpers.TlsCodec], bytes]:
         """The TLS codec (None without TLS) and the plain text that came with the handshake."""

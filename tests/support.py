@@ -45,9 +45,23 @@ class LineSocket:
         self.sock = socket.create_connection((host, port), timeout=TIMEOUT)
         self.buffer = b""
         self.lines = []     # type: List[str]   every line received, in order
+        self.raw_lines = []  # type: List[bytes]  the same lines, as the bytes sent
 
     def send(self, text: str) -> None:
         self.sock.sendall(text.encode("utf-8"))
+
+    @classmethod
+    def wrap(cls, sock: socket.socket) -> "LineSocket":
+        """A LineSocket over a socket connected some other way (a source address, options)."""
+        self = cls.__new__(cls)
+        self.sock = sock
+        self.buffer = b""
+        self.lines = []
+        self.raw_lines = []
+        return self
+
+    def send_bytes(self, data: bytes) -> None:
+        self.sock.sendall(data)
 
     def line(self, text: str) -> None:
         self.send(text + "\n")
@@ -60,6 +74,7 @@ class LineSocket:
             return False
         self.buffer += data
         *complete, self.buffer = self.buffer.split(b"\n")
+        self.raw_lines.extend(complete)
         self.lines.extend(line.decode("utf-8", "replace") for line in complete)
         return True
 
@@ -209,6 +224,7 @@ class TlsLineSocket(LineSocket):
             raise
         self.buffer = b""
         self.lines = []     # type: List[str]
+        self.raw_lines = []  # type: List[bytes]
 
 
 class ClientProcess:
@@ -294,3 +310,12 @@ def run_server(*args: str, python: str = sys.executable, env: Optional[dict] = N
                               universal_newlines=True, env=env, timeout=timeout, cwd=folder)
     finally:
         shutil.rmtree(folder, ignore_errors=True)
+
+
+def proc_rss_kb(pid: int) -> int:
+    """Resident memory of a process in KiB (VmRSS)."""
+    with open("/proc/%d/status" % pid) as handle:
+        for line in handle:
+            if line.startswith("VmRSS:"):
+                return int(line.split()[1])
+    raise AssertionError("no VmRSS line")
