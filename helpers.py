@@ -270,11 +270,11 @@ def parse_server_line(line: str) -> ServerLine:
     match = _SERVER_LINE.match(line)
     if match is None:
         return ServerLine("", "raw", "", line)
-    for group in range(1, 7):
+    for group in range(2, 8):       # group 1 is the stamp, 8 the text
         value = match.group(group)
         if value is not None:
-            kind = _GROUP_KINDS[group]
-            name = value if group <= 4 else ""
+            kind = _GROUP_KINDS[group - 1]
+            name = value if group <= 5 else ""
             return ServerLine(match.group(1), kind, name, match.group(8))
     return ServerLine("", "raw", "", line)      # pragma: no cover
 
