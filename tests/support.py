@@ -204,6 +204,8 @@ class Peer:
     def __init__(self, port: int, name: Optional[str] = None, host: str = "127.0.0.1",
                  greet: bool = True) -> None:
         self.sock = socket.create_connection((host, port), timeout=TIMEOUT)
+        # Without this, Nagle holds a small line back until the last is acked.
+        self.sock.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
         self.buffer = b""
         self.seen = []          # type: List[str]
         self.name = name
