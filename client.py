@@ -174,6 +174,7 @@ class Client:
         self.reader_done = threading.Event()
         self.exit_code = 0
         self.refused = 0
+        self.prompting = False  # the prompt is on screen (type_loop runs)
 
     # -- output -------------------------------------------------------------
 
@@ -184,11 +185,13 @@ class Client:
         """Print a line above the prompt, keeping what is half typed."""
         text = render(line.rstrip("\n"), self.colour)
         with self.print_lock:
-            if self.interactive and readline is not None:
+            if self.prompting and readline is not None:
                 typed = readline.get_line_buffer()
                 self.out.write("\r\033[2K" + text + "\n" + self.prompt() + typed)
-            elif self.interactive:
+            elif self.prompting:
                 self.out.write("\r\033[2K" + text + "\n" + self.prompt())
+            elif self.interactive:
+                self.out.write("\r\033[2K" + text + "\n")
             else:
                 self.out.write(text + "\n")
             self.out.flush()
@@ -267,17 +270,28 @@ class Client:
 
     def type_loop(self) -> None:
         """The person's side: read lines at a prompt until /quit, ^D or ^C."""
+        self.prompting = True
+        try:
+            typed_quit = self._type_lines()
+        finally:
+            self.prompting = False
+        if typed_quit:
+            self.quitting.set()
+        else:
+            self.quit()
+
+    def _type_lines(self) -> bool:
+        """Send what is typed; True when it was /quit, False at ^D."""
         while not self.reader_done.is_set():
             try:
                 text = input(self.prompt())
             except EOFError:
-                break
+                return False
             if text.strip():
                 self.send(text)
             if text.split(" ", 1)[0].lower() == "/quit":
-                self.quitting.set()
-                return
-        self.quit()
+                return True
+        return False
 
     def pipe_loop(self, lines: TextIO) -> None:
         """Send each line of input, paced under the server's default flood limit."""
