@@ -251,8 +251,8 @@ class Client:
         return False
 
     def interrupt_main(self) -> None:
-        if self.interactive:
-            os.kill(os.getpid(), signal.SIGINT)
+        """Wake the main thread from input() or from reading a pipe."""
+        os.kill(os.getpid(), signal.SIGINT)
 
     def send(self, text: str) -> bool:
         conn = self.conn
@@ -334,7 +334,10 @@ class Client:
         if self.interactive:
             self.out.write("\n")
         # The server answers /quit and closes: then every line was handled.
-        self.reader_done.wait(QUIT_TIMEOUT)
+        try:
+            self.reader_done.wait(QUIT_TIMEOUT)
+        except KeyboardInterrupt:   # a lost connection, or ^C again
+            pass
         if self.refused and self.exit_code == 0:
             self.exit_code = 1
         return self.exit_code
