@@ -310,3 +310,111 @@ def free_port() -> int:
     with socket.socket() as sock:
         sock.bind(("127.0.0.1", 0))
         return sock.getsockname()[1]
+
+
+# Run a program with the terminal on fd 0 as its controlling terminal, so
+# that ^C typed into the pty sends it SIGINT like a real terminal would.
+_PTY_BOOT = (
+    "import fcntl, os, sys, termios\n"
+    "fcntl.ioctl(0, termios.TIOCSCTTY, 0)\n"
+    "os.execv(sys.executable, [sys.executable] + sys.argv[1:])\n"
+)
+
+
+class TerminalClient:
+    """`client.py` on a pseudo-terminal: type into it, expect on its screen."""
+
+    def __init__(self, port: int, *args: str, env: Optional[dict] = None) -> None:
+        import pty
+        import struct
+        import fcntl
+        import termios
+        master, slave = pty.openpty()
+        fcntl.ioctl(slave, termios.TIOCSWINSZ, struct.pack("HHHH", 24, 200, 0, 0))
+        self.master = master
+        self.output = b""
+        self.position = 0
+        self.cond = threading.Condition()
+        self.closed = False
+        environment = child_env(TERM="xterm")
+        environment.update(env or {})
+        self.proc = subprocess.Popen(
+            [PYTHON, "-c", _PTY_BOOT, CLIENT, "--port", str(port)] + list(args),
+            stdin=slave, stdout=slave, stderr=slave, start_new_session=True,
+            env=environment, cwd=ROOT)
+        os.close(slave)
+        self.reader = threading.Thread(target=self._read, daemon=True)
+        self.reader.start()
+
+    def _read(self) -> None:
+        while True:
+            try:
+                data = os.read(self.master, 65536)
+            except OSError:     # EIO once the last process using it is gone
+                data = b""
+            with self.cond:
+                if not data:
+                    self.closed = True
+                    self.cond.notify_all()
+                    return
+                self.output += data
+                self.cond.notify_all()
+
+    def __enter__(self) -> "TerminalClient":
+        return self
+
+    def __exit__(self, *exc_info) -> None:
+        self.close()
+
+    def type(self, text: str) -> None:
+        os.write(self.master, text.encode("utf-8"))
+
+    def wait_reading(self, timeout: float = TIMEOUT) -> None:
+        """Wait until the client reads keys itself (readline turned ICANON off).
+
+        Keys typed before that are echoed by the terminal driver, not by the
+        client, so this is the point from which typing is really typing.
+        """
+        import termios
+        wait_until(lambda: not termios.tcgetattr(self.master)[3] & termios.ICANON,
+                   timeout, "the client to read from its terminal")
+
+    def text(self) -> str:
+        with self.cond:
+            return self.output.decode("utf-8", "replace")
+
+    def expect(self, pattern: str, timeout: float = TIMEOUT):
+        """Wait for pattern in the output after the last match; return the match."""
+        regex = re.compile(pattern.encode("utf-8"), re.S)
+        deadline = time.monotonic() + timeout
+        with self.cond:
+            while True:
+                match = regex.search(self.output, self.position)
+                if match:
+                    self.position = match.end()
+                    return match
+                left = deadline - time.monotonic()
+                if self.closed or left <= 0:
+                    raise AssertionError("no %r on the terminal (%s); screen:\n%r" % (
+                        pattern, "closed" if self.closed else "timed out",
+                        self.output[-1500:].decode("utf-8", "replace")))
+                self.cond.wait(left)
+
+    def wait(self, timeout: float = TIMEOUT) -> int:
+        try:
+            rc = self.proc.wait(timeout)
+        except subprocess.TimeoutExpired:
+            raise AssertionError("client still running after %.1f s; screen:\n%r" % (
+                timeout, self.text()[-1500:]))
+        self.reader.join(TIMEOUT)
+        return rc
+
+    def close(self) -> None:
+        if self.proc.poll() is None:
+            self.proc.kill()
+            self.proc.wait()
+        self.reader.join(TIMEOUT)
+        try:
+            os.close(self.master)
+        except OSError:
+            pass
