@@ -322,19 +322,21 @@ class Client:
     def run(self) -> int:
         self.connect()
         reader = threading.Thread(target=self.read_forever, name="reader", daemon=True)
-        reader.start()
         try:
+            # Start the reader inside the try: from then on it may interrupt
+            # this thread when the connection is lost, however early.
+            try:
+                reader.start()
+                if self.interactive:
+                    self.type_loop()
+                else:
+                    self.pipe_loop(sys.stdin)
+            except KeyboardInterrupt:
+                if self.exit_code == 0:
+                    self.quit()
             if self.interactive:
-                self.type_loop()
-            else:
-                self.pipe_loop(sys.stdin)
-        except KeyboardInterrupt:
-            if self.exit_code == 0:
-                self.quit()
-        if self.interactive:
-            self.out.write("\n")
-        # The server answers /quit and closes: then every line was handled.
-        try:
+                self.out.write("\n")
+            # The server answers /quit and closes: then every line was handled.
             self.reader_done.wait(QUIT_TIMEOUT)
         except KeyboardInterrupt:   # a lost connection, or ^C again
             pass
