@@ -195,6 +195,7 @@ class TerminalClientTest(ClientTestCase):
         tty.expect(r"\r\x1b\[2K\d\d:\d\d <bob> incoming while typing\r\ntty> half-")
         tty.type("typed\r")
         bob.expect(r"^\d\d:\d\d <tty> half-typed$")
+        tty.wait_reading()      # the next prompt, or ^D lands between two
         tty.type("\x04")
         self.assertEqual(tty.wait(), 0)
 
@@ -275,6 +276,7 @@ class TerminalClientTest(ClientTestCase):
         tty.expect(r"-- reconnected as tty")
         tty.type(" and after\r")
         carol.expect(r"<tty> before and after$")
+        tty.wait_reading()
         tty.type("\x04")
         self.assertEqual(tty.wait(), 0)
 
