@@ -9,6 +9,7 @@ arrives is printed, and it exits once the server has taken every line.
 import argparse
 import hashlib
 import os
+import queue
 import signal
 import socket
 import sys
@@ -175,6 +176,7 @@ class Client:
         self.exit_code = 0
         self.refused = 0
         self.prompting = False  # the prompt is on screen (type_loop runs)
+        self.piped = queue.Queue(100)   # type: queue.Queue  lines read from a pipe; None ends
 
     # -- output -------------------------------------------------------------
 
@@ -251,8 +253,14 @@ class Client:
         return False
 
     def interrupt_main(self) -> None:
-        """Wake the main thread from input() or from reading a pipe."""
-        os.kill(os.getpid(), signal.SIGINT)
+        """Wake the main thread from input(), or from waiting for piped lines."""
+        if self.interactive:
+            os.kill(os.getpid(), signal.SIGINT)
+        else:
+            try:
+                self.piped.put_nowait(None)
+            except queue.Full:
+                pass        # pipe_loop takes a line soon and sees exit_code
 
     def send(self, text: str) -> bool:
         conn = self.conn
@@ -297,7 +305,13 @@ class Client:
         """Send each line of input, paced under the server's default flood limit."""
         bucket = helpers.TokenBucket(helpers.DEFAULT_RATE_LIMIT * 0.9,
                                      helpers.DEFAULT_BURST // 2)
-        for text in lines:
+        threading.Thread(target=self.read_pipe, args=(lines,), name="input", daemon=True).start()
+        while True:
+            text = self.piped.get()
+            if self.exit_code:      # the connection is lost
+                return
+            if text is None:        # end of input
+                break
             text = text.rstrip("\r\n")
             if not text.strip():
                 continue
@@ -310,6 +324,19 @@ class Client:
                 self.quitting.set()
                 return
         self.quit()
+
+    def read_pipe(self, lines: TextIO) -> None:
+        """Feed lines to pipe_loop from a thread of their own.
+
+        A read from a pipe cannot be interrupted reliably (a signal that comes
+        just before the read starts is handled only once it returns), so the
+        main thread waits on a queue that the reader thread can also end.
+        """
+        try:
+            for text in lines:
+                self.piped.put(text)
+        finally:
+            self.piped.put(None)
 
     def quit(self) -> None:
         self.quitting.set()
