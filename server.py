@@ -708,6 +708,8 @@ def check_options(options: argparse.Namespace) -> Optional[str]:
     folder = os.path.dirname(os.path.abspath(options.clients_file))
     if os.path.isdir(options.clients_file):
         return "cannot write the clients file %s: it is a directory" % options.clients_file
+    if not os.path.isdir(folder):
+        return "cannot write the clients file %s: the folder %s does not exist" % (options.clients_file, folder)
     if not os.access(folder, os.W_OK):
         return "cannot write the clients file %s: no permission in %s" % (options.clients_file, folder)
     return None
