@@ -733,7 +733,7 @@ class StartupErrorTest(unittest.TestCase):
         path = os.path.join(self.folder, "missing", "clients.json")
         rc, out, err = run_server("--port", "0", "--clients-file", path)
         self.assertNotEqual(rc, 0)
-        self.assertOneClearLine(err, path)
+        self.assertOneClearLine(err, path, "does not exist")
 
     def test_unknown_host(self):
         rc, out, err = run_server("--host", "192.0.2.123", "--port", "0",
