@@ -247,7 +247,10 @@ class Room:
     def _enqueue(self, member: Member, data: bytes) -> None:
         if member.gone or member.reason:
             return
-        if member.queued + len(data) > self.queue_limit:
+        # Only a backlog already past the limit is too slow: a member that
+        # keeps up takes any one piece, even one larger than the limit (a
+        # paste read in one go). Memory stays within limit + one piece.
+        if member.queued > self.queue_limit:
             self._drop(member, "too slow: send queue over %d bytes" % self.queue_limit)
             return
         if not member.queue and not member.watched:
