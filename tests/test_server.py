@@ -450,6 +450,16 @@ class DeliveryTest(ServerTestCase):
         bob.send("still quick")
         alice.expect(r"<bob> still quick$", timeout=2)
 
+    def test_one_paste_larger_than_the_queue_limit_drops_nobody(self):
+        server = self.start_server("--rate-limit", "0", "--queue-limit", "2048")
+        alice, bob = self.peer("alice", server), self.peer("bob", server)
+        alice.expect("bob joined")
+        alice.sendraw(b"".join(b"%03d %s\n" % (i, b"x" * 95) for i in range(30)))  # 3 kB at once
+        got = [int(bob.expect(r"<alice> (\d{3}) x+$").group(1)) for _ in range(30)]
+        self.assertEqual(got, list(range(30)))
+        alice.send("/who")
+        alice.expect(r"-- 2 online: alice, bob$")
+
     def test_order_under_concurrent_senders(self):
         senders = self.room("s0", "s1", "s2", "s3")
         receivers = [self.peer("r%d" % i) for i in range(3)]
