@@ -1,6 +1,5 @@
 """client.py end to end: through a pipe, and on a pseudo-terminal."""
 
-import os
 import re
 import signal
 import socket
