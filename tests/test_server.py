@@ -345,6 +345,40 @@ class LimitsTest(ServerTestCase):
         self.server.log.expect(r" refuse \S+ server full$")
 
 
+class ConnectionLimitTest(ServerTestCase):
+    server_args = ("--max-per-address", "2")
+
+    def test_too_many_from_one_address(self):
+        self.room("a1", "a2")
+        extra = Peer(self.server.port, greet=False)
+        self.addCleanup(extra.close)
+        lines = extra.expect_closed()
+        self.assertEqual(len(lines), 1, lines)
+        self.assertRegex(lines[0], STAMP + r"!! too many connections from your address$")
+
+
+def have_ipv6():
+    try:
+        with socket.socket(socket.AF_INET6) as sock:
+            sock.bind(("::1", 0))
+        return True
+    except OSError:
+        return False
+
+
+@unittest.skipUnless(have_ipv6(), "no IPv6 loopback")
+class IPv6Test(unittest.TestCase):
+    def test_ipv6_addresses_are_bracketed(self):
+        with ServerProcess("--host", "::1") as server:
+            self.assertEqual(server.host, "[::1]")
+            sock = socket.create_connection(("::1", server.port), timeout=TIMEOUT)
+            self.addCleanup(sock.close)
+            sock.sendall(b"/nick six\n")
+            port = sock.getsockname()[1]
+            server.wait_clients(lambda r: r and r[0]["name"] == "six")
+            self.assertEqual(server.clients()[0]["address"], "[::1]:%d" % port)
+
+
 class DeliveryTest(ServerTestCase):
     """Slow readers, many senders: nobody waits, nothing is lost or reordered."""
 
