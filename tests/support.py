@@ -26,6 +26,13 @@ TIMEOUT = 5.0
 if ROOT not in sys.path:
     sys.path.insert(0, ROOT)
 
+# A job started in the background by a shell script ignores SIGINT, and so
+# would every server and client started here: then the Ctrl-C tests fail for
+# a reason that has nothing to do with the code. With a handler installed
+# here instead, children start with the default again (exec resets it).
+if signal.getsignal(signal.SIGINT) is signal.SIG_IGN:
+    signal.signal(signal.SIGINT, signal.default_int_handler)
+
 
 def child_env(**extra: str) -> dict:
     env = dict(os.environ)
