@@ -335,6 +335,17 @@ class LimitsTest(ServerTestCase):
         self.assertLessEqual(len(delivered), 7)
         self.assertEqual(delivered, sorted(set(delivered)))
 
+    def test_a_client_that_keeps_flooding_is_dropped(self):
+        alice, bob = self.room("alice", "bob")
+        batch = b"".join(b"spam %d\n" % i for i in range(20))
+        for strike in range(9):
+            alice.sendraw(batch)
+            alice.expect(r"!! flood: \d+ lines not sent")    # one read, one strike
+        alice.sendraw(batch)
+        alice.expect_closed()
+        bob.expect(r"-- alice left \(flooding\)$")
+        self.server.log.expect(r" leave alice \S+ flooding$")
+
     def test_server_full(self):
         self.room("a1", "a2", "a3", "a4")
         extra = Peer(self.server.port, greet=False)
