@@ -9,6 +9,7 @@ arrives is printed, and it exits once the server has taken every line.
 import argparse
 import hashlib
 import os
+import queue
 import signal
 import socket
 import ssl
@@ -222,6 +223,7 @@ class Client:
         self.refused = 0
         self.tls_context = tls_context(options)
         self.password = helpers.read_password(options.password_file, os.environ)
+        self.piped = queue.Queue(100)   # type: queue.Queue  lines read from a pipe; None ends
 
     # -- output -------------------------------------------------------------
 
@@ -294,9 +296,14 @@ class Client:
         return False
 
     def interrupt_main(self) -> None:
-        """Wake the main thread from its blocking read of the keyboard or the
-        pipe: with the server gone there is nothing left to send to."""
-        os.kill(os.getpid(), signal.SIGINT)
+        """Wake the main thread from input(), or from waiting for piped lines."""
+        if self.interactive:
+            os.kill(os.getpid(), signal.SIGINT)
+        else:
+            try:
+                self.piped.put_nowait(None)
+            except queue.Full:
+                pass        # pipe_loop takes a line soon and sees exit_code
 
     def send(self, text: str) -> bool:
         conn = self.conn
@@ -314,6 +321,13 @@ class Client:
 
     def type_loop(self) -> None:
         """The person's side: read lines at a prompt until /quit, ^D or ^C."""
+        if self._type_lines():
+            self.quitting.set()
+        else:
+            self.quit()
+
+    def _type_lines(self) -> bool:
+        """Send what is typed; True when it was /quit, False at ^D."""
         while not self.reader_done.is_set():
             try:
                 self.at_prompt = True
@@ -325,15 +339,20 @@ class Client:
             if text.strip():
                 self.send(text)
             if text.split(" ", 1)[0].lower() == "/quit":
-                self.quitting.set()
-                return
-        self.quit()
+                return True
+        return False
 
     def pipe_loop(self, lines: TextIO) -> None:
         """Send each line of input, paced under the server's default flood limit."""
         bucket = helpers.TokenBucket(helpers.DEFAULT_RATE_LIMIT * 0.9,
                                      helpers.DEFAULT_BURST // 2)
-        for text in lines:
+        threading.Thread(target=self.read_pipe, args=(lines,), name="input", daemon=True).start()
+        while True:
+            text = self.piped.get()
+            if self.exit_code:      # the connection is lost
+                return
+            if text is None:        # end of input
+                break
             text = text.rstrip("\r\n")
             if not text.strip():
                 continue
@@ -347,6 +366,19 @@ class Client:
                 return
         self.quit()
 
+    def read_pipe(self, lines: TextIO) -> None:
+        """Feed lines to pipe_loop from a thread of their own.
+
+        A read from a pipe cannot be interrupted reliably (a signal that comes
+        just before the read starts is handled only once it returns), so the
+        main thread waits on a queue that the reader thread can also end.
+        """
+        try:
+            for text in lines:
+                self.piped.put(text)
+        finally:
+            self.piped.put(None)
+
     def quit(self) -> None:
         self.quitting.set()
         if self.conn is not None:
@@ -359,23 +391,23 @@ class Client:
         self.connect()
         reader = threading.Thread(target=self.read_forever, name="reader", daemon=True)
         try:
-            # Started inside the try: a connection lost at once interrupts us here.
-            reader.start()
+            # Start the reader inside the try: from then on it may interrupt
+            # this thread when the connection is lost, however early.
+            try:
+                reader.start()
+                if self.interactive:
+                    self.type_loop()
+                else:
+                    self.pipe_loop(sys.stdin)
+            except KeyboardInterrupt:
+                if self.exit_code == 0:
+                    self.quit()
             if self.interactive:
-                self.type_loop()
-            else:
-                self.pipe_loop(sys.stdin)
-        except KeyboardInterrupt:
-            if self.exit_code == 0:
-                self.quit()
-        if self.interactive:
-            self.out.write("\n")
-        # The server answers /quit and closes: then every line was handled.
-        try:
+                self.out.write("\n")
+            # The server answers /quit and closes: then every line was handled.
             self.reader_done.wait(QUIT_TIMEOUT)
-        except KeyboardInterrupt:
-            if self.exit_code == 0:
-                raise       # the person's Ctrl-C, not the reader's interrupt_main
+        except KeyboardInterrupt:   # a lost connection, or ^C again
+            pass
         if self.refused and self.exit_code == 0:
             self.exit_code = 1
         return self.exit_code

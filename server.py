@@ -289,7 +289,10 @@ class Room:
     def _enqueue(self, member: Member, data: bytes) -> None:
         if member.gone or member.reason:
             return
-        if member.queued + len(data) > self.queue_limit:
+        # Only a backlog already past the limit is too slow: a member that
+        # keeps up takes any one piece, even one larger than the limit (a
+        # paste read in one go). Memory stays within limit + one piece.
+        if member.queued > self.queue_limit:
             self._drop(member, "too slow: send queue over %d bytes" % self.queue_limit)
             return
         if not member.queue and not member.watched:
@@ -1035,6 +1038,8 @@ def check_options(options: argparse.Namespace) -> Optional[str]:
     folder = os.path.dirname(os.path.abspath(options.clients_file))
     if os.path.isdir(options.clients_file):
         return "cannot write the clients file %s: it is a directory" % options.clients_file
+    if not os.path.isdir(folder):
+        return "cannot write the clients file %s: the folder %s does not exist" % (options.clients_file, folder)
     if not os.access(folder, os.W_OK):
         return "cannot write the clients file %s: no permission in %s" % (options.clients_file, folder)
     if bool(options.tls_cert) != bool(options.tls_key):

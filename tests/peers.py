@@ -1,0 +1,427 @@
+"""Test support: real servers, real sockets, waits with a deadline.
+
+Nothing here sleeps to synchronise. Every wait is for a condition (a line
+that matches, a process that exits, a predicate that turns true) and fails
+with the evidence when its deadline passes.
+"""
+
+import json
+import os
+import re
+import signal
+import socket
+import subprocess
+import sys
+import tempfile
+import threading
+import time
+from typing import Callable, List, Optional
+
+ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+SERVER = os.path.join(ROOT, "server.py")
+CLIENT = os.path.join(ROOT, "client.py")
+PYTHON = sys.executable
+TIMEOUT = 5.0
+
+if ROOT not in sys.path:
+    sys.path.insert(0, ROOT)
+
+# A job started in the background by a shell script ignores SIGINT, and so
+# would every server and client started here: then the Ctrl-C tests fail for
+# a reason that has nothing to do with the code. With a handler installed
+# here instead, children start with the default again (exec resets it).
+if signal.getsignal(signal.SIGINT) is signal.SIG_IGN:
+    signal.signal(signal.SIGINT, signal.default_int_handler)
+
+
+def child_env(**extra: str) -> dict:
+    env = dict(os.environ)
+    env["PYTHONUNBUFFERED"] = "1"
+    env.pop("NO_COLOR", None)
+    env.update(extra)
+    return env
+
+
+def wait_until(predicate: Callable[[], object], timeout: float = TIMEOUT,
+               message: str = "condition") -> object:
+    """Poll predicate until it returns something true; fail at the deadline."""
+    deadline = time.monotonic() + timeout
+    while True:
+        value = predicate()
+        if value:
+            return value
+        if time.monotonic() > deadline:
+            raise AssertionError("timed out after %.1f s waiting for %s" % (timeout, message))
+        time.sleep(0.005)   # polling interval, not synchronisation
+
+
+class LineLog:
+    """Lines from a stream, collected by a thread; wait for one to match.
+
+    Each matched line is consumed, so that waiting twice for the same
+    pattern waits for a second occurrence.
+    """
+
+    def __init__(self) -> None:
+        self.lines = []         # type: List[str]
+        self.cond = threading.Condition()
+        self.closed = False
+        self.position = 0       # lines before this have been looked at
+
+    def add(self, line: str) -> None:
+        with self.cond:
+            self.lines.append(line)
+            self.cond.notify_all()
+
+    def close(self) -> None:
+        with self.cond:
+            self.closed = True
+            self.cond.notify_all()
+
+    def text(self) -> str:
+        with self.cond:
+            return "".join(self.lines)
+
+    def expect(self, pattern: str, timeout: float = TIMEOUT):
+        regex = re.compile(pattern)
+        deadline = time.monotonic() + timeout
+        with self.cond:
+            while True:
+                while self.position < len(self.lines):
+                    line = self.lines[self.position]
+                    self.position += 1
+                    match = regex.search(line)
+                    if match:
+                        return match
+                left = deadline - time.monotonic()
+                if self.closed or left <= 0:
+                    raise AssertionError("no line matching %r (%s); got:\n%s" % (
+                        pattern, "stream ended" if self.closed else "timed out",
+                        "".join(self.lines[-30:])))
+                self.cond.wait(left)
+
+
+def drain(stream, log: LineLog) -> threading.Thread:
+    """Read stream line by line into log in a thread, so the writer never blocks."""
+    def run() -> None:
+        try:
+            for raw in iter(stream.readline, b""):
+                log.add(raw.decode("utf-8", "replace"))
+        except (OSError, ValueError):
+            pass
+        finally:
+            log.close()
+    thread = threading.Thread(target=run, daemon=True)
+    thread.start()
+    return thread
+
+
+class ServerProcess:
+    """`python3 server.py --port 0` in a temporary folder, as a context manager.
+
+    .port is the port really bound (from the first stdout line), .log the
+    server's stdout lines, .errors its stderr lines, .clients_file the path.
+    """
+
+    def __init__(self, *args: str, port: int = 0, clients_file: Optional[str] = None,
+                 folder: Optional[str] = None) -> None:
+        self._tmp = None
+        if folder is None:
+            self._tmp = tempfile.TemporaryDirectory(prefix="chat-test-")
+            folder = self._tmp.name
+        self.folder = folder
+        self.clients_file = clients_file or os.path.join(folder, "clients.json")
+        self.args = ["--port", str(port), "--clients-file", self.clients_file] + list(args)
+        self.proc = None        # type: Optional[subprocess.Popen]
+        self.log = LineLog()
+        self.errors = LineLog()
+        self.port = 0
+
+    def start(self) -> "ServerProcess":
+        self.proc = subprocess.Popen([PYTHON, SERVER] + self.args, cwd=self.folder,
+                                     stdin=subprocess.DEVNULL, stdout=subprocess.PIPE,
+                                     stderr=subprocess.PIPE, env=child_env())
+        self._threads = [drain(self.proc.stdout, self.log), drain(self.proc.stderr, self.errors)]
+        match = self.log.expect(r"^Server running on (\S+):(\d+)$", timeout=10)
+        self.host = match.group(1)
+        self.port = int(match.group(2))
+        return self
+
+    def __enter__(self) -> "ServerProcess":
+        try:
+            return self.start()
+        except BaseException:
+            self.kill()
+            raise
+
+    def __exit__(self, *exc_info) -> None:
+        self.kill()
+        if self._tmp is not None:
+            self._tmp.cleanup()
+
+    def send_signal(self, signum: int) -> None:
+        self.proc.send_signal(signum)
+
+    def wait(self, timeout: float = TIMEOUT) -> int:
+        rc = self.proc.wait(timeout)
+        for thread in self._threads:
+            thread.join(TIMEOUT)
+        return rc
+
+    def stop(self, signum: int = signal.SIGTERM, timeout: float = TIMEOUT) -> int:
+        self.send_signal(signum)
+        return self.wait(timeout)
+
+    def kill(self) -> None:
+        if self.proc is not None and self.proc.poll() is None:
+            self.proc.kill()
+            self.proc.wait()
+        if self.proc is not None:
+            for stream in (self.proc.stdout, self.proc.stderr):
+                stream.close()
+
+    def clients(self) -> object:
+        with open(self.clients_file, encoding="utf-8") as handle:
+            return json.load(handle)
+
+    def wait_clients(self, predicate: Callable[[list], bool], timeout: float = TIMEOUT,
+                     message: str = "clients.json") -> list:
+        """Wait until clients.json holds a list for which predicate is true."""
+        seen = []
+
+        def check():
+            try:
+                records = self.clients()
+            except (OSError, ValueError):
+                return None
+            seen[:] = [records]
+            return records if predicate(records) else None
+        try:
+            return wait_until(check, timeout, message)
+        except AssertionError as exc:
+            raise AssertionError("%s; last content: %r" % (exc, seen))
+
+    def connect(self, name: Optional[str] = None) -> "Peer":
+        return Peer(self.port, name)
+
+
+class Peer:
+    """A raw protocol client (like nc) with an expect() line reader."""
+
+    def __init__(self, port: int, name: Optional[str] = None, host: str = "127.0.0.1",
+                 greet: bool = True) -> None:
+        self.sock = socket.create_connection((host, port), timeout=TIMEOUT)
+        # Without this, Nagle holds a small line back until the last is acked.
+        self.sock.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
+        self.buffer = b""
+        self.seen = []          # type: List[str]
+        self.name = name
+        if greet:
+            self.expect(r"-- Broadcast Chat \S+: \d+ online")
+        if name is not None:
+            self.nick(name)
+
+    def __enter__(self) -> "Peer":
+        return self
+
+    def __exit__(self, *exc_info) -> None:
+        self.close()
+
+    @property
+    def address(self) -> str:
+        host, port = self.sock.getsockname()[:2]
+        return "%s:%d" % (host, port)
+
+    def nick(self, name: str) -> None:
+        self.send("/nick " + name)
+        self.expect(r"-- welcome, %s! " % re.escape(name))
+        self.name = name
+
+    def send(self, line: str) -> None:
+        self.sendraw(line.encode("utf-8") + b"\n")
+
+    def sendraw(self, data: bytes) -> None:
+        self.sock.sendall(data)
+
+    def readline(self, timeout: float = TIMEOUT) -> Optional[str]:
+        """The next line without its newline, or None at the end of the stream."""
+        deadline = time.monotonic() + timeout
+        while b"\n" not in self.buffer:
+            left = deadline - time.monotonic()
+            if left <= 0:
+                raise socket.timeout("no complete line in %.1f s; have %r" % (timeout, self.buffer))
+            self.sock.settimeout(left)
+            try:
+                data = self.sock.recv(65536)
+            except ConnectionResetError:
+                data = b""
+            if not data:
+                return None
+            self.buffer += data
+        line, self.buffer = self.buffer.split(b"\n", 1)
+        text = line.decode("utf-8")
+        self.seen.append(text)
+        return text
+
+    def expect(self, pattern: str, timeout: float = TIMEOUT):
+        """Read lines until one matches pattern; return the match."""
+        return self.collect(pattern, timeout)[1]
+
+    def collect(self, pattern: str, timeout: float = TIMEOUT):
+        """Read lines until one matches: (the lines before it, the match)."""
+        regex = re.compile(pattern)
+        before = []     # type: List[str]
+        deadline = time.monotonic() + timeout
+        while True:
+            try:
+                line = self.readline(max(0.0, deadline - time.monotonic()))
+            except socket.timeout:
+                line = "<timed out>"
+            if line is None or line == "<timed out>":
+                raise AssertionError("no line matching %r (%s); got:\n%s" % (
+                    pattern, "connection closed" if line is None else "timed out",
+                    "\n".join(before[-30:])))
+            match = regex.search(line)
+            if match:
+                return before, match
+            before.append(line)
+
+    def sync(self) -> List[str]:
+        """Every line the server sent before this point: a /who round trip.
+
+        The server sends to one client in order, so anything it queued for us
+        before answering /who arrives before the answer.
+        """
+        self.send("/who")
+        return self.collect(r"-- \d+ online: ")[0]
+
+    def expect_closed(self, timeout: float = TIMEOUT) -> List[str]:
+        """Read until the server closes the connection; return the lines."""
+        lines = []
+        deadline = time.monotonic() + timeout
+        while True:
+            line = self.readline(max(0.01, deadline - time.monotonic()))
+            if line is None:
+                return lines
+            lines.append(line)
+
+    def close(self) -> None:
+        try:
+            self.sock.close()
+        except OSError:
+            pass
+
+
+def free_port() -> int:
+    """A port that was free a moment ago (for tests that need a fixed one)."""
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        return sock.getsockname()[1]
+
+
+# Run a program with the terminal on fd 0 as its controlling terminal, so
+# that ^C typed into the pty sends it SIGINT like a real terminal would.
+_PTY_BOOT = (
+    "import fcntl, os, sys, termios\n"
+    "fcntl.ioctl(0, termios.TIOCSCTTY, 0)\n"
+    "os.execv(sys.executable, [sys.executable] + sys.argv[1:])\n"
+)
+
+
+class TerminalClient:
+    """`client.py` on a pseudo-terminal: type into it, expect on its screen."""
+
+    def __init__(self, port: int, *args: str, env: Optional[dict] = None) -> None:
+        import pty
+        import struct
+        import fcntl
+        import termios
+        master, slave = pty.openpty()
+        fcntl.ioctl(slave, termios.TIOCSWINSZ, struct.pack("HHHH", 24, 200, 0, 0))
+        self.master = master
+        self.output = b""
+        self.position = 0
+        self.cond = threading.Condition()
+        self.closed = False
+        environment = child_env(TERM="xterm")
+        environment.update(env or {})
+        self.proc = subprocess.Popen(
+            [PYTHON, "-c", _PTY_BOOT, CLIENT, "--port", str(port)] + list(args),
+            stdin=slave, stdout=slave, stderr=slave, start_new_session=True,
+            env=environment, cwd=ROOT)
+        os.close(slave)
+        self.reader = threading.Thread(target=self._read, daemon=True)
+        self.reader.start()
+
+    def _read(self) -> None:
+        while True:
+            try:
+                data = os.read(self.master, 65536)
+            except OSError:     # EIO once the last process using it is gone
+                data = b""
+            with self.cond:
+                if not data:
+                    self.closed = True
+                    self.cond.notify_all()
+                    return
+                self.output += data
+                self.cond.notify_all()
+
+    def __enter__(self) -> "TerminalClient":
+        return self
+
+    def __exit__(self, *exc_info) -> None:
+        self.close()
+
+    def type(self, text: str) -> None:
+        os.write(self.master, text.encode("utf-8"))
+
+    def wait_reading(self, timeout: float = TIMEOUT) -> None:
+        """Wait until the client reads keys itself (readline turned ICANON off).
+
+        Keys typed before that are echoed by the terminal driver, not by the
+        client, so this is the point from which typing is really typing.
+        """
+        import termios
+        wait_until(lambda: not termios.tcgetattr(self.master)[3] & termios.ICANON,
+                   timeout, "the client to read from its terminal")
+
+    def text(self) -> str:
+        with self.cond:
+            return self.output.decode("utf-8", "replace")
+
+    def expect(self, pattern: str, timeout: float = TIMEOUT):
+        """Wait for pattern in the output after the last match; return the match."""
+        regex = re.compile(pattern.encode("utf-8"), re.S)
+        deadline = time.monotonic() + timeout
+        with self.cond:
+            while True:
+                match = regex.search(self.output, self.position)
+                if match:
+                    self.position = match.end()
+                    return match
+                left = deadline - time.monotonic()
+                if self.closed or left <= 0:
+                    raise AssertionError("no %r on the terminal (%s); screen:\n%r" % (
+                        pattern, "closed" if self.closed else "timed out",
+                        self.output[-1500:].decode("utf-8", "replace")))
+                self.cond.wait(left)
+
+    def wait(self, timeout: float = TIMEOUT) -> int:
+        try:
+            rc = self.proc.wait(timeout)
+        except subprocess.TimeoutExpired:
+            raise AssertionError("client still running after %.1f s; screen:\n%r" % (
+                timeout, self.text()[-1500:]))
+        self.reader.join(TIMEOUT)
+        return rc
+
+    def close(self) -> None:
+        if self.proc.poll() is None:
+            self.proc.kill()
+            self.proc.wait()
+        self.reader.join(TIMEOUT)
+        try:
+            os.close(self.master)
+        except OSError:
+            pass

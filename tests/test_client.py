@@ -1,0 +1,292 @@
+"""client.py end to end: through a pipe, and on a pseudo-terminal."""
+
+import re
+import signal
+import socket
+import subprocess
+import unittest
+
+from tests.peers import (CLIENT, PYTHON, ROOT, TIMEOUT, LineLog, Peer, ServerProcess,
+                           TerminalClient, child_env, drain, free_port)
+
+import helpers
+
+
+class ClientTestCase(unittest.TestCase):
+    server_args = ()    # type: tuple
+
+    def setUp(self):
+        self.server = self.start_server(*self.server_args)
+
+    def start_server(self, *args, **kwargs):
+        server = ServerProcess(*args, **kwargs)
+        self.addCleanup(server.__exit__, None, None, None)
+        server.start()
+        return server
+
+    def peer(self, name, server=None):
+        peer = Peer((server or self.server).port, name)
+        self.addCleanup(peer.close)
+        return peer
+
+    def assertNoTraceback(self, text):
+        self.assertNotIn("Traceback", text)
+        self.assertNotIn("Error:", text.replace("client.py: error:", ""))
+
+
+class PipeClientTest(ClientTestCase):
+    def run_client(self, *args, stdin=b"", env=None, timeout=15):
+        proc = subprocess.Popen([PYTHON, CLIENT] + list(args), stdin=subprocess.PIPE,
+                                stdout=subprocess.PIPE, stderr=subprocess.PIPE,
+                                env=env or child_env(), cwd=ROOT)
+        try:
+            out, err = proc.communicate(stdin, timeout=timeout)
+        except subprocess.TimeoutExpired:
+            proc.kill()
+            out, err = proc.communicate()
+            raise AssertionError("client did not exit; stdout %r stderr %r" % (out, err))
+        return proc.returncode, out.decode(), err.decode()
+
+    def start_client(self, *args):
+        """A piped client whose standard input stays open."""
+        proc = subprocess.Popen([PYTHON, CLIENT, "--port", str(self.server.port)] + list(args),
+                                stdin=subprocess.PIPE, stdout=subprocess.PIPE,
+                                stderr=subprocess.PIPE, env=child_env(), cwd=ROOT)
+        self.addCleanup(self.stop_process, proc)
+        out, err = LineLog(), LineLog()
+        drain(proc.stdout, out)
+        drain(proc.stderr, err)
+        return proc, out, err
+
+    @staticmethod
+    def stop_process(proc):
+        if proc.poll() is None:
+            proc.kill()
+        proc.wait()
+        for stream in (proc.stdin, proc.stdout, proc.stderr):
+            stream.close()
+
+    def test_printf_pipe_sends_lines_and_exits_0(self):
+        bob = self.peer("bob")
+        command = "printf 'hello\\nworld\\n' | %s %s --port %d --name bot" % (
+            PYTHON, CLIENT, self.server.port)
+        proc = subprocess.Popen(command, shell=True, stdout=subprocess.PIPE,
+                                stderr=subprocess.PIPE, env=child_env(), cwd=ROOT)
+        out, err = proc.communicate(timeout=15)
+        self.assertEqual(proc.returncode, 0, err)
+        self.assertEqual(err, b"")
+        bob.expect(r"-- bot joined$")
+        bob.expect(r"^\d\d:\d\d <bot> hello$")
+        bob.expect(r"^\d\d:\d\d <bot> world$")
+        bob.expect(r"-- bot left \(quit\)$")
+        text = out.decode()
+        self.assertRegex(text, r"(?m)^\d\d:\d\d -- welcome, bot! 1 other online")
+        self.assertNotIn("\x1b", text)     # no colours into a pipe
+
+    def test_pipe_prints_what_it_receives_until_input_ends(self):
+        bob = self.peer("bob")
+        proc, out, err = self.start_client("--name", "bot")
+        bob.expect(r"-- bot joined$")
+        bob.send("hi bot")
+        out.expect(r"^\d\d:\d\d <bob> hi bot$")
+        bob.send("/msg bot secret")
+        out.expect(r"^\d\d:\d\d \*bob\* secret$")
+        proc.stdin.write(b"thanks\n")
+        proc.stdin.close()
+        self.assertEqual(proc.wait(TIMEOUT), 0)
+        bob.expect(r"<bot> thanks$")
+        self.assertEqual(err.text(), "")
+
+    def test_many_lines_are_paced_under_the_default_flood_limit(self):
+        bob = self.peer("bob")
+        lines = "".join("line %d\n" % i for i in range(70)).encode()
+        rc, out, err = self.run_client("--port", str(self.server.port), "--name", "bot", stdin=lines)
+        self.assertEqual(rc, 0, out + err)
+        got = [int(bob.expect(r"<bot> line (\d+)$").group(1)) for _ in range(70)]
+        self.assertEqual(got, list(range(70)))
+        self.assertNotIn("flood", out)
+
+    def test_taken_name_picks_a_free_variant_and_says_so(self):
+        bob = self.peer("bob")
+        self.peer("bot")
+        bob.expect("bot joined")
+        rc, out, err = self.run_client("--port", str(self.server.port), "--name", "BOT",
+                                       stdin=b"hi\n")
+        self.assertEqual(rc, 0, err)
+        self.assertRegex(out, r"(?m)^\d\d:\d\d -- BOT is taken; you are BOT-2$")
+        self.assertRegex(out, r"welcome, BOT-2!")
+        bob.expect(r"<BOT-2> hi$")
+
+    def test_default_name_is_the_host_name(self):
+        bob = self.peer("bob")
+        expected = helpers.name_from_hostname(socket.gethostname())
+        rc, out, err = self.run_client("--port", str(self.server.port), stdin=b"hi\n")
+        self.assertEqual(rc, 0, err)
+        bob.expect(r"<%s(-\d+)?> hi$" % re.escape(expected))
+
+    def test_invalid_name(self):
+        rc, out, err = self.run_client("--port", str(self.server.port), "--name", "root")
+        self.assertEqual(rc, 2)
+        self.assertEqual(len(err.splitlines()), 1, err)
+        self.assertIn("invalid name", err)
+        self.assertNoTraceback(err)
+
+    def test_server_not_running(self):
+        port = free_port()
+        rc, out, err = self.run_client("--port", str(port), "--name", "bot", stdin=b"hi\n")
+        self.assertEqual(rc, 1)
+        self.assertEqual(out, "")
+        self.assertEqual(len(err.splitlines()), 1, err)
+        self.assertIn("cannot connect to 127.0.0.1:%d" % port, err)
+        self.assertIn("Is the server running?", err)
+        self.assertNoTraceback(err)
+
+    def test_refused_lines_make_the_exit_status_1(self):
+        server = self.start_server("--max-line", "16")
+        bob = self.peer("bob", server)
+        rc, out, err = self.run_client("--port", str(server.port), "--name", "bot",
+                                       stdin=b"short\n" + b"x" * 40 + b"\n")
+        self.assertEqual(rc, 1, out + err)
+        self.assertIn("!! line too long", out)
+        bob.expect(r"<bot> short$")
+
+    def test_lost_connection_exits_1_even_with_input_still_open(self):
+        bob = self.peer("bob")
+        proc, out, err = self.start_client("--name", "bot")
+        bob.expect(r"-- bot joined$")
+        self.server.kill()
+        try:
+            rc = proc.wait(TIMEOUT)
+        except subprocess.TimeoutExpired:
+            self.fail("client still running after the server died: %r" % out.text())
+        self.assertEqual(rc, 1)
+        out.expect(r"-- connection to the server lost$")
+        self.assertEqual(err.text(), "")
+
+    def test_version(self):
+        rc, out, err = self.run_client("--version")
+        self.assertEqual(rc, 0)
+        self.assertRegex(out + err, r"client\.py \d+\.\d+\.\d+")
+
+
+class TerminalClientTest(ClientTestCase):
+    def terminal(self, *args, port=None, env=None):
+        client = TerminalClient(port or self.server.port, *args, env=env)
+        self.addCleanup(client.close)
+        return client
+
+    def joined(self, bob, *args, **kwargs):
+        """A terminal client called tty, reading keys, that bob saw join."""
+        tty = self.terminal("--name", "tty", *args, **kwargs)
+        tty.expect(r"-- welcome, tty! ")
+        bob.expect(r"-- tty joined$")
+        tty.wait_reading()
+        return tty
+
+    def test_half_typed_line_survives_an_incoming_message(self):
+        bob = self.peer("bob")
+        tty = self.joined(bob, "--no-color")
+        tty.type("half-")
+        tty.expect(r"tty> half-")
+        bob.send("incoming while typing")
+        # The message appears on its own line, and the prompt comes back with
+        # what was typed so far.
+        tty.expect(r"\r\x1b\[2K\d\d:\d\d <bob> incoming while typing\r\ntty> half-")
+        tty.type("typed\r")
+        bob.expect(r"^\d\d:\d\d <tty> half-typed$")
+        tty.wait_reading()      # the next prompt, or ^D lands between two
+        tty.type("\x04")
+        self.assertEqual(tty.wait(), 0)
+
+    def test_prompt_is_shown_once_at_start(self):
+        bob = self.peer("bob")
+        tty = self.joined(bob, "--no-color")
+        tty.type("x")
+        tty.expect(r"x")
+        self.assertNotIn("tty> tty> ", tty.text())
+
+    def test_ctrl_d_exits_cleanly(self):
+        bob = self.peer("bob")
+        tty = self.joined(bob)
+        tty.type("\x04")
+        self.assertEqual(tty.wait(), 0)
+        bob.expect(r"-- tty left \(quit\)$")
+        self.assertNoTraceback(tty.text())
+
+    def test_ctrl_c_exits_cleanly(self):
+        bob = self.peer("bob")
+        tty = self.joined(bob)
+        tty.type("some text\x03")
+        self.assertEqual(tty.wait(), 0)
+        bob.expect(r"-- tty left \(quit\)$")
+        self.assertNotSeen(bob, "some text")
+        self.assertNoTraceback(tty.text())
+
+    def assertNotSeen(self, peer, text):
+        for line in peer.sync():
+            self.assertNotIn(text, line)
+
+    def test_quit_command(self):
+        bob = self.peer("bob")
+        tty = self.joined(bob)
+        tty.type("/quit see you\r")
+        self.assertEqual(tty.wait(), 0)
+        bob.expect(r"-- tty left \(quit: see you\)$")
+        self.assertNoTraceback(tty.text())
+
+    def test_colours_on_a_terminal(self):
+        bob = self.peer("bob")
+        tty = self.joined(bob)
+        bob.send("hello")
+        tty.expect(r"\x1b\[\d+m<bob>\x1b\[0m hello")
+        bob.send("/me waves")
+        tty.expect(r"\x1b\[35m\* bob waves\x1b\[0m")
+        bob.send("/msg tty psst")
+        tty.expect(r"\x1b\[1m\x1b\[36m\*bob\*\x1b\[0m psst")
+        bob.send("/nick robert")
+        tty.expect(r"\x1b\[33m-- bob is now known as robert\x1b\[0m")
+
+    def test_no_colours_with_no_color(self):
+        bob = self.peer("bob")
+        tty = self.joined(bob, env={"NO_COLOR": "1"})
+        bob.send("hello")
+        tty.expect(r"\d\d:\d\d <bob> hello\r\n")
+        self.assertNotRegex(tty.text(), r"\x1b\[\d+m")
+
+    def test_no_reconnect_exits_1_when_the_server_dies(self):
+        bob = self.peer("bob")
+        tty = self.joined(bob, "--no-reconnect", "--no-color")
+        self.server.kill()
+        tty.expect(r"-- connection to the server lost")
+        self.assertEqual(tty.wait(), 1)
+        self.assertNoTraceback(tty.text())
+
+    def test_reconnects_with_the_same_name(self):
+        port = self.server.port
+        bob = self.peer("bob")
+        tty = self.joined(bob, "--no-color")
+        tty.type("before")
+        tty.expect("before")
+        self.server.kill()
+        tty.expect(r"-- connection lost; reconnecting")
+        second = self.start_server(port=port)
+        carol = self.peer("carol", second)
+        carol.expect(r"-- tty joined$", timeout=10)   # the first retry is after 1 s
+        tty.expect(r"-- reconnected as tty")
+        tty.type(" and after\r")
+        carol.expect(r"<tty> before and after$")
+        tty.wait_reading()
+        tty.type("\x04")
+        self.assertEqual(tty.wait(), 0)
+
+    def test_server_shutdown_is_shown(self):
+        bob = self.peer("bob")
+        tty = self.joined(bob, "--no-reconnect", "--no-color")
+        self.server.send_signal(signal.SIGTERM)
+        tty.expect(r"-- server shutting down")
+        self.assertEqual(tty.wait(), 1)
+        self.assertEqual(self.server.wait(), 0)
+
+
+if __name__ == "__main__":
+    unittest.main()
