@@ -51,6 +51,7 @@ class LineFramer:
         self.max_line = max_line
         self._rest = b""
         self._discarding = False
+        self._overlong = re.compile(b"[^\n]{%d}" % (max_line + 1))
 
     def feed(self, data: bytes) -> Tuple[List[bytes], int]:
         """Return the complete lines in data and how many were too long."""
@@ -62,15 +63,18 @@ class LineFramer:
             # The head is the tail of a line already refused and counted.
             parts.pop(0)
             self._discarding = False
-        lines = []
         limit = self.max_line
-        for part in parts:
-            if part.endswith(b"\r"):
-                part = part[:-1]
-            if len(part) > limit:
-                too_long += 1
-            else:
-                lines.append(part)
+        if b"\r" not in buf and self._overlong.search(buf) is None:
+            lines = parts   # the common case, checked at C speed
+        else:
+            lines = []
+            for part in parts:
+                if part.endswith(b"\r"):
+                    part = part[:-1]
+                if len(part) > limit:
+                    too_long += 1
+                else:
+                    lines.append(part)
         if self._discarding:
             rest = b""
         elif len(rest) > limit + 1:     # + 1: room for a CR before the LF
@@ -79,6 +83,16 @@ class LineFramer:
             rest = b""
         self._rest = rest
         return lines, too_long
+
+
+_NOT_PLAIN = re.compile(b"[^\x20-\x7e\n]|(?:\\A|\n) *(?:\n|\\Z)|(?:\\A|\n)/")
+
+
+def is_plain_batch(blob: bytes) -> bool:
+    """True when every line of blob (lines joined by LF) is a plain message:
+    printable ASCII, not blank, not a command. Such lines need no decoding,
+    sanitising or interpreting, only the sender's prefix."""
+    return _NOT_PLAIN.search(blob) is None
 
 
 def decode(raw: bytes) -> str:
