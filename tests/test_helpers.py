@@ -417,5 +417,29 @@ class SummarizeNoticesTest(unittest.TestCase):
                          ["n0 joined", "n1 joined", "n2 joined"])
 
 
+class TakePlainTest(unittest.TestCase):
+    """LineFramer.take_plain: the fast path takes only what feed() would
+    turn into plain messages, and leaves everything else to feed()."""
+
+    def test_plain_lines_are_taken_as_one_block_and_the_rest_kept(self):
+        framer = LineFramer(10)
+        self.assertEqual(framer.take_plain(b"abc\n  def\na/b\npart"), (b"abc\n  def\na/b\n", 3))
+        self.assertEqual(framer.feed(b"ial\n"), ([b"partial"], 0))
+
+    def test_anything_not_plain_is_left_to_feed(self):
+        for data in (b"a\n\nb\n", b"a\n \n", b"/nick x\n", b"a\n/me waves\n", b"ok\r\n",
+                     b"caf\xc3\xa9\n", b"bell\x07\n", b"x" * 11 + b"\n", b"no newline",
+                     b"a\n" + b"y" * 12):
+            framer = LineFramer(10)
+            self.assertIsNone(framer.take_plain(data), data)
+            self.assertEqual(framer._rest, b"", data)   # nothing consumed
+
+    def test_nothing_is_taken_while_an_overlong_line_is_discarded(self):
+        framer = LineFramer(10)
+        self.assertEqual(framer.feed(b"z" * 20), ([], 1))
+        self.assertIsNone(framer.take_plain(b"zz\nok\n"))
+        self.assertEqual(framer.feed(b"zz\nok\n"), ([b"ok"], 0))
+
+
 if __name__ == "__main__":
     unittest.main()
