@@ -84,7 +84,7 @@ class Member:
         self.tls = tls
         self.host = peer[0]
         self.address = helpers.format_address(peer)
-        self.connected_at = time.time()
+        self.connected_at = helpers.iso_utc(time.time())
         self.name = None        # type: Optional[str]
         self.key = None         # type: Optional[str]
         self.queue = collections.deque()  # type: Deque[bytes]
@@ -231,7 +231,8 @@ class Room:
     def snapshot(self) -> List[Dict]:
         with self.lock:
             members = list(self.members)
-        return [helpers.client_record(m.name, m.address, m.connected_at) for m in members]
+        return [{"name": m.name, "address": m.address, "connected_at": m.connected_at}
+                for m in members]
 
     # -- sending ------------------------------------------------------------
 

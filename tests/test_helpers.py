@@ -326,12 +326,11 @@ class ClientsFileHelpersTest(unittest.TestCase):
 
     def test_iso_utc(self):
         self.assertEqual(helpers.iso_utc(0), "1970-01-01T00:00:00Z")
-        self.assertEqual(helpers.iso_utc(1700000000.7), "2023-11-14T22:13:20Z")
+        self.assertEqual(helpers.iso_utc(1764096140.9), "2025-11-25T18:42:20Z")
 
-    def test_client_record(self):
-        self.assertEqual(helpers.client_record("alice", "127.0.0.1:4000", 0),
-                         {"name": "alice", "address": "127.0.0.1:4000",
-                          "connected_at": "1970-01-01T00:00:00Z"})
+    def test_iso_utc(self):
+        self.assertEqual(helpers.iso_utc(0), "1970-01-01T00:00:00Z")
+        self.assertEqual(helpers.iso_utc(1700000000.7), "2023-11-14T22:13:20Z")
 
     def test_format_address(self):
         self.assertEqual(helpers.format_address(("127.0.0.1", 5000)), "127.0.0.1:5000")
