@@ -51,11 +51,11 @@ class LineFramer:
         self.max_line = max_line
         self._rest = b""
         self._discarding = False
-        self._overlong = re.compile(b"[^\n]{%d}" % (max_line + 1))
 
     def take_plain(self, data: bytes) -> Optional[Tuple[bytes, int]]:
         """The fast path: when every complete line so far is a plain message
-        (printable ASCII, not blank, not a command, not too long), take them
+        (printable ASCII, not blank, not a command, not too long; lines
+        that start with a space are left to feed()), take them
         as one block of LF-ended lines and return (block, line count).
         Otherwise take nothing and return None: then call feed(data).
 
@@ -69,8 +69,7 @@ class LineFramer:
         if not cut or len(buf) - cut > self.max_line + 1:
             return None
         block = buf[:cut] if cut < len(buf) else buf
-        if (_NOT_PLAIN.search(block, 0, cut - 1) is not None     # not the last LF
-                or self._overlong.search(block) is not None):
+        if not _is_plain_block(block, self.max_line):
             return None
         self._rest = buf[cut:]
         return block, block.count(b"\n")
@@ -86,7 +85,7 @@ class LineFramer:
             parts.pop(0)
             self._discarding = False
         limit = self.max_line
-        if b"\r" not in buf and self._overlong.search(buf) is None:
+        if b"\r" not in buf and not _has_long_run(buf, (limit + 1) // 2):
             lines = parts   # the common case, checked at C speed
         else:
             lines = []
@@ -107,8 +106,27 @@ class LineFramer:
         return lines, too_long
 
 
-# A byte that is not printable ASCII, a blank line, or a line that is a command.
-_NOT_PLAIN = re.compile(b"[^\x20-\x7e\n]|(?:\\A|\n) *(?:\n|\\Z)|(?:\\A|\n)/")
+_NOT_PRINTABLE = re.compile(b"[^\x20-\x7e\n]")
+
+
+def _has_long_run(block: bytes, span: int) -> bool:
+    """True when some aligned span of block has no LF: always so when a line
+    is 2 * span - 1 bytes or longer, sometimes for shorter ones. One memchr
+    per span, where a regex for long lines tried every position."""
+    for start in range(0, len(block) - span + 1, span):
+        if block.find(b"\n", start, start + span) < 0:
+            return True
+    return False
+
+
+def _is_plain_block(block: bytes, max_line: int) -> bool:
+    """Every line of block (LF-ended lines) is a plain message: printable
+    ASCII, not starting with '/' or a space (so neither a command nor blank),
+    not empty, and surely not over max_line. Checked in C, a few passes."""
+    return not (block.startswith((b"/", b" ", b"\n")) or b"\n/" in block
+                or b"\n " in block or b"\n\n" in block
+                or _NOT_PRINTABLE.search(block) is not None
+                or _has_long_run(block, (max_line + 1) // 2))
 
 
 def decode(raw: bytes) -> str:

@@ -422,11 +422,11 @@ class TakePlainTest(unittest.TestCase):
 
     def test_plain_lines_are_taken_as_one_block_and_the_rest_kept(self):
         framer = LineFramer(10)
-        self.assertEqual(framer.take_plain(b"abc\n  def\na/b\npart"), (b"abc\n  def\na/b\n", 3))
+        self.assertEqual(framer.take_plain(b"abc\nd  ef\na/b\npart"), (b"abc\nd  ef\na/b\n", 3))
         self.assertEqual(framer.feed(b"ial\n"), ([b"partial"], 0))
 
     def test_anything_not_plain_is_left_to_feed(self):
-        for data in (b"a\n\nb\n", b"a\n \n", b"/nick x\n", b"a\n/me waves\n", b"ok\r\n",
+        for data in (b"a\n\nb\n", b"a\n \n", b" \n", b"\n", b"/nick x\n", b"a\n/me waves\n", b"ok\r\n",
                      b"caf\xc3\xa9\n", b"bell\x07\n", b"x" * 11 + b"\n", b"no newline",
                      b"a\n" + b"y" * 12):
             framer = LineFramer(10)
