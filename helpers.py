@@ -221,6 +221,7 @@ HELP_LINES = [
     "  /quit [REASON]   leave the chat",
     "  /help            this list",
     "  //text           send a line that starts with /",
+    "  /pass SECRET     the first line, on a chat with a password",
 ]
 
 COMMAND_USAGE = {
@@ -230,6 +231,7 @@ COMMAND_USAGE = {
     "me": "/me ACTION",
     "quit": "/quit [REASON]",
     "help": "/help",
+    "pass": "/pass SECRET",
 }
 
 Action = collections.namedtuple("Action", "kind target text")
@@ -262,7 +264,7 @@ def interpret(line: str) -> Action:
         if not target or not text:
             return Action("error", "", usage)
         return Action("msg", target, text)
-    if kind == "me" and not rest:
+    if kind in ("me", "pass") and not rest:
         return Action("error", "", usage)
     return Action(kind, "", rest)
 

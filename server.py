@@ -43,6 +43,8 @@ ACCEPT_BATCH = 256          # connections accepted per wake-up of the accept loo
 NOTICE_DELAY = 0.05         # seconds notices wait to be folded together...
 NOTICE_DELAY_MAX = 1.0      # ...and at most, in a room of 10,000
 HANDSHAKE_TIMEOUT = 10.0    # seconds for TLS and the password before joining
+FAILURE_MEMORY = 900.0      # seconds a wrong password from an address counts
+FAILURE_TABLE_MAX = 10000   # addresses remembered at most
 
 DONTWAIT = getattr(socket, "MSG_DONTWAIT", 0)
 SENDMSG = hasattr(socket.socket, "sendmsg")     # not on Windows
@@ -678,6 +680,9 @@ class Session:
         elif kind == "help":
             for line in helpers.HELP_LINES:
                 self.notice(line)
+        elif kind == "pass":
+            self.notice("you are in: /pass is needed only as the first line, "
+                        "on a chat with a password")
         elif kind == "quit":
             self.quit_reason = "quit: " + action.text if action.text else "quit"
             self.notice("goodbye")
@@ -716,8 +721,8 @@ class ChatHandler(socketserver.BaseRequestHandler):
         framer = helpers.LineFramer(server.max_line)
         tls = None
         host = self.client_address[0]
-        if not server.begin_handshake(host):
-            refusal = "too many connections from your address"
+        refusal = server.begin_handshake(host)
+        if refusal:
             server.log("refuse", address, refusal + " (before joining)")
             if server.tls_context is None:
                 server.say_now(sock, None, helpers.fmt_error(helpers.clock_stamp(), refusal))
@@ -830,7 +835,7 @@ class ChatServer(socketserver.ThreadingTCPServer):
                          options.max_per_address, log, options.idle_timeout)
         self.tls_context = tls_context(options)
         self.password = helpers.read_password(options.password_file, os.environ)
-        self.failures = {}   # type: Dict[str, int]  failed passwords by address
+        self.failures = {}   # type: Dict[str, Tuple[int, float]]  wrong passwords by address
         self.failure_lock = threading.Lock()
         self.accept_failing = False
         self.handshaking = collections.Counter()  # type: collections.Counter
@@ -849,21 +854,26 @@ class ChatServer(socketserver.ThreadingTCPServer):
         except OSError:
             pass
 
-    def begin_handshake(self, host: str) -> bool:
-        """Count a connection still in its TLS handshake or password check.
+    def begin_handshake(self, host: str) -> str:
+        """Count a connection still in its TLS handshake or password check,
+        or say why it is refused.
 
         It is not a member yet, so the room does not count it; without this
         one host could hold a thread per silent connection, past
-        --max-per-address, for HANDSHAKE_TIMEOUT each.
+        --max-per-address and --max-clients, for HANDSHAKE_TIMEOUT each.
         """
         if self.tls_context is None and self.password is None:
-            return True     # nothing to wait for: admitted (and counted) at once
-        limit = self.room.max_per_address
+            return ""       # nothing to wait for: admitted (and counted) at once
+        room = self.room
         with self.handshake_lock:
-            if limit and self.handshaking[host] + self.room.per_host[host] >= limit:
-                return False
+            waiting = sum(self.handshaking.values())
+            if room.max_clients and waiting + len(room.members) >= room.max_clients:
+                return "server full"
+            if room.max_per_address and (
+                    self.handshaking[host] + room.per_host[host] >= room.max_per_address):
+                return "too many connections from your address"
             self.handshaking[host] += 1
-        return True
+        return ""
 
     def end_handshake(self, host: str) -> None:
         if self.tls_context is None and self.password is None:
@@ -872,6 +882,23 @@ class ChatServer(socketserver.ThreadingTCPServer):
             self.handshaking[host] -= 1
             if self.handshaking[host] <= 0:
                 del self.handshaking[host]
+
+    def count_failure(self, host: str) -> int:
+        """Count a wrong password from host: the how-manyth in a row it is.
+
+        The count is forgotten after FAILURE_MEMORY seconds of quiet, and the
+        table is pruned so that many addresses cannot grow it without end.
+        """
+        now = time.monotonic()
+        with self.failure_lock:
+            count, last = self.failures.get(host, (0, now))
+            if now - last > FAILURE_MEMORY:
+                count = 0
+            self.failures[host] = (count + 1, now)
+            if len(self.failures) > FAILURE_TABLE_MAX:
+                self.failures = {address: entry for address, entry in self.failures.items()
+                                 if now - entry[1] <= FAILURE_MEMORY}
+            return count + 1
 
     def open_tls(self, sock: socket.socket) -> Tuple[Optional[helpers.TlsCodec], bytes]:
         """The TLS codec (None without TLS) and the plain text that came with the handshake."""
@@ -923,8 +950,7 @@ class ChatServer(socketserver.ThreadingTCPServer):
             self.say_now(sock, tls, helpers.fmt_error(helpers.clock_stamp(), helpers.PASSWORD_NEEDED))
             raise Refused("no password given")
         if not hmac.compare_digest(given, self.password):
-            with self.failure_lock:
-                failures = self.failures[host] = self.failures.get(host, 0) + 1
+            failures = self.count_failure(host)
             time.sleep(min(0.25 * 2 ** (failures - 1), 8.0))   # throttling, not waiting for anything
             self.say_now(sock, tls, helpers.fmt_error(helpers.clock_stamp(), helpers.WRONG_PASSWORD))
             raise Refused("wrong password")
