@@ -16,7 +16,7 @@ import ssl
 import sys
 import threading
 import time
-from typing import List, Optional, TextIO
+from typing import Iterable, Iterator, List, Optional, TextIO
 
 import helpers
 
@@ -144,9 +144,12 @@ class Connection:
             if not data:
                 return None
             if self.tls is not None:
-                data, reply, closed = self.tls.decrypt(data)
-                if reply:
-                    self.send_bytes(b"")
+                try:
+                    data, reply, closed = self.tls.decrypt(data)
+                    if reply:
+                        self.send_bytes(b"")
+                except (ssl.SSLError, OSError):
+                    return None
                 if closed and not data:
                     return None
             lines, _ = self.framer.feed(data)
@@ -154,7 +157,9 @@ class Connection:
         return self.pending.pop(0)
 
     def send_line(self, text: str) -> None:
-        self.send_bytes(text.encode("utf-8") + b"\n")
+        # surrogateescape: bytes of the input that were not UTF-8 go out as
+        # they came; the server shows them as U+FFFD.
+        self.send_bytes(text.encode("utf-8", "surrogateescape") + b"\n")
 
     def send_bytes(self, data: bytes) -> None:
         with self.send_lock:
@@ -163,7 +168,17 @@ class Connection:
             self.sock.sendall(data)
 
     def register(self, wanted: str, say, password: Optional[bytes] = None) -> str:
-        """Take the name wanted, or the first free variant; return it."""
+        """Take the name wanted, or the first free variant; return it.
+
+        Raises ChatError for every way it can fail, the network's included.
+        """
+        try:
+            return self._register(wanted, say, password)
+        except (OSError, ssl.SSLError) as exc:
+            raise ChatError("lost the connection while joining: %s" % (
+                getattr(exc, "strerror", None) or exc))
+
+    def _register(self, wanted: str, say, password: Optional[bytes]) -> str:
         if password is not None:
             self.send_bytes(b"/pass " + password + b"\n")
         for attempt in range(100):
@@ -189,8 +204,7 @@ class Connection:
                     break
                 if parsed.kind == "error" and text.startswith("invalid name"):
                     raise ChatError(text, code=2)
-                if parsed.kind == "error" and text.startswith((helpers.WRONG_PASSWORD,
-                                                                "password needed")):
+                if parsed.kind == "error":      # server full, wrong password, ...
                     raise ChatError(text)
                 say(line)
         raise ChatError("no free variant of the name %s" % wanted)
@@ -223,6 +237,9 @@ class Client:
         self.refused = 0
         self.tls_context = tls_context(options)
         self.password = helpers.read_password(options.password_file, os.environ)
+        if self.password and not self.tls_context and not helpers.is_loopback(options.host):
+            print("client.py: warning: the password goes to %s in clear text: anyone in "
+                  "between can read it (use --tls)" % options.host, file=sys.stderr)
         self.piped = queue.Queue(100)   # type: queue.Queue  lines read from a pipe; None ends
 
     # -- output -------------------------------------------------------------
@@ -262,6 +279,7 @@ class Client:
                 line = self.conn.read_line() if self.conn else None
                 if line is not None:
                     self.note_refusal(line)
+                    self.follow_rename(line)
                     self.show(line)
                     continue
                 if self.quitting.is_set() or not self.interactive or self.options.no_reconnect:
@@ -276,6 +294,14 @@ class Client:
         finally:
             self.reader_done.set()
 
+    def follow_rename(self, line: str) -> None:
+        """After /nick, the prompt (and a reconnect) use the new name."""
+        parsed = helpers.parse_server_line(line)
+        if parsed.kind == "notice":
+            old, _, new = parsed.text.partition(" is now known as ")
+            if old == self.name and new and " " not in new:
+                self.name = new
+
     def note_refusal(self, line: str) -> None:
         text = helpers.parse_server_line(line)
         if text.kind == "error" and text.text.startswith(("flood:", "line too long:")):
@@ -287,7 +313,7 @@ class Client:
         while not self.quitting.wait(delay):
             try:
                 self.connect()
-            except ChatError as exc:
+            except (ChatError, OSError) as exc:
                 self.status("%s; trying again in %d s" % (exc, min(delay * 2, BACKOFF_MAX)))
                 delay = min(delay * 2, BACKOFF_MAX)
                 continue
@@ -334,6 +360,11 @@ class Client:
                 text = input(self.prompt())
             except EOFError:
                 break
+            except UnicodeDecodeError:
+                self.show(helpers.fmt_error(helpers.clock_stamp(),
+                                            "that line was not valid text in this terminal's "
+                                            "encoding: not sent"))
+                continue
             finally:
                 self.at_prompt = False
             if text.strip():
@@ -342,7 +373,7 @@ class Client:
                 return True
         return False
 
-    def pipe_loop(self, lines: TextIO) -> None:
+    def pipe_loop(self, lines: Iterable[str]) -> None:
         """Send each line of input, paced under the server's default flood limit."""
         bucket = helpers.TokenBucket(helpers.DEFAULT_RATE_LIMIT * 0.9,
                                      helpers.DEFAULT_BURST // 2)
@@ -366,7 +397,7 @@ class Client:
                 return
         self.quit()
 
-    def read_pipe(self, lines: TextIO) -> None:
+    def read_pipe(self, lines: Iterable[str]) -> None:
         """Feed lines to pipe_loop from a thread of their own.
 
         A read from a pipe cannot be interrupted reliably (a signal that comes
@@ -398,7 +429,7 @@ class Client:
                 if self.interactive:
                     self.type_loop()
                 else:
-                    self.pipe_loop(sys.stdin)
+                    self.pipe_loop(pipe_lines(sys.stdin.fileno()))
             except KeyboardInterrupt:
                 if self.exit_code == 0:
                     self.quit()
@@ -411,6 +442,23 @@ class Client:
         if self.refused and self.exit_code == 0:
             self.exit_code = 1
         return self.exit_code
+
+
+def pipe_lines(fd: int) -> Iterator[str]:
+    """The lines of a pipe as UTF-8 text that keeps any other bytes as they
+    are (surrogateescape), so a stray byte cannot end the client. Read with
+    os.read: a daemon thread blocked in sys.stdin's buffered reader makes
+    the interpreter abort at exit."""
+    rest = b""
+    while True:
+        data = os.read(fd, 65536)
+        if not data:
+            break
+        *lines, rest = (rest + data).split(b"\n")
+        for line in lines:
+            yield line.decode("utf-8", "surrogateescape")
+    if rest:
+        yield rest.decode("utf-8", "surrogateescape")
 
 
 def parse_args(argv: Optional[List[str]] = None) -> argparse.Namespace:
@@ -444,6 +492,10 @@ def tls_context(options: argparse.Namespace) -> Optional[ssl.SSLContext]:
     if not (options.tls or options.cafile or options.insecure):
         return None
     context = ssl.create_default_context(cafile=options.cafile)
+    if hasattr(ssl, "TLSVersion"):
+        context.minimum_version = ssl.TLSVersion.TLSv1_2
+    else:   # Python 3.6
+        context.options |= ssl.OP_NO_TLSv1 | ssl.OP_NO_TLSv1_1
     if options.insecure:
         print("client.py: warning: --insecure: the server's certificate is not checked, "
               "so anyone in between can read and change the chat", file=sys.stderr)

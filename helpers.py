@@ -6,6 +6,7 @@ the threaded server and client stay thin.
 """
 
 import collections
+import ipaddress
 import json
 import os
 import re
@@ -426,6 +427,14 @@ def iso_utc(when: float) -> str:
     return time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime(when))
 
 
+def is_loopback(host: str) -> bool:
+    """Whether host is this machine only (127.0.0.0/8, ::1, localhost)."""
+    try:
+        return ipaddress.ip_address(host).is_loopback
+    except ValueError:
+        return host == "localhost"
+
+
 def format_address(address: Tuple) -> str:
     host, port = address[0], address[1]
     if ":" in host:
@@ -531,8 +540,10 @@ class TlsCodec:
             return self.outgoing.read()
 
 
-def tls_handshake(sock: Any, codec: TlsCodec) -> bytes:
-    """Run the handshake over a blocking socket (its timeout bounds each read).
+def tls_handshake(sock: Any, codec: TlsCodec, deadline: Optional[float] = None) -> bytes:
+    """Run the handshake over a blocking socket, done by deadline (a
+    time.monotonic() value) if one is given: a peer that sends a byte now
+    and then cannot hold it open for longer.
 
     Returns the plain text that arrived with the handshake's last message:
     it is already off the socket, so waiting on the socket would not find it.
@@ -543,6 +554,11 @@ def tls_handshake(sock: Any, codec: TlsCodec) -> bytes:
             sock.sendall(out)
         if done:
             break
+        if deadline is not None:
+            left = deadline - time.monotonic()
+            if left <= 0:
+                raise TimeoutError("the TLS handshake took too long")
+            sock.settimeout(left)
         data = sock.recv(16384)
         if not data:
             raise ConnectionError("connection closed during the TLS handshake")

@@ -12,7 +12,6 @@ import argparse
 import collections
 import errno
 import hmac
-import ipaddress
 import os
 import selectors
 import signal
@@ -22,7 +21,7 @@ import ssl
 import sys
 import threading
 import time
-from typing import Deque, Dict, List, Optional, Tuple
+from typing import Dict, List, Optional, Tuple
 
 import helpers
 from helpers import Action
@@ -89,7 +88,7 @@ class Member:
         self.connected_at = helpers.iso_utc(time.time())
         self.name = None        # type: Optional[str]
         self.key = None         # type: Optional[str]
-        self.queue = collections.deque()  # type: Deque[bytes]
+        self.queue = collections.deque()  # type: collections.deque
         self.queued = 0         # bytes in queue
         self.unsent = []        # type: List[bytes]  what a send did not take (Outbox only)
         self.gone = False       # left the room; the Outbox closes the socket
@@ -134,6 +133,7 @@ class Room:
         # until readers are dropped. One slow reader never pauses anyone.
         self.lag_bytes = min(LAG_BYTES, queue_limit // 4)
         self.lagging = 0
+        self.lagging_hosts = collections.Counter()  # type: collections.Counter
         self.space = threading.Condition(self.lock)
 
     # -- membership ---------------------------------------------------------
@@ -306,15 +306,22 @@ class Room:
         if member.queued > self.lag_bytes and not member.lagging:
             member.lagging = True
             self.lagging += 1
+            self.lagging_hosts[member.host] += 1
 
     def _unlag(self, member: Member) -> None:
         if member.lagging:
             member.lagging = False
             self.lagging -= 1
+            self.lagging_hosts[member.host] -= 1
+            if self.lagging_hosts[member.host] <= 0:
+                del self.lagging_hosts[member.host]
             self.space.notify_all()
 
     def _crowded(self) -> bool:
-        return self.lagging * 2 > len(self.members) and not self.closing
+        """Most members lag, and they are most of the addresses too: many
+        connections from one address that never read cannot pause a room."""
+        return (self.lagging * 2 > len(self.members) and not self.closing
+                and len(self.lagging_hosts) * 2 > len(self.per_host))
 
     def wait_for_space(self) -> None:
         """Pause a reader while most members lag, for at most LAG_WAIT.
@@ -432,6 +439,16 @@ class Outbox(threading.Thread):
         self.wake()
 
     def run(self) -> None:
+        """Write until stopped. A bug here would silence every member, so an
+        unexpected error is logged and the loop goes on."""
+        while True:
+            try:
+                self.serve()
+                return
+            except Exception as exc:
+                self.room.log("error", "outbox: %s: %s" % (type(exc).__name__, exc))
+
+    def serve(self) -> None:
         room = self.room
         more = False
         notice_wait = 0.0
@@ -511,7 +528,17 @@ class Outbox(threading.Thread):
         once; joining them first was most of this thread's time under load.
         """
         if member.tls is not None:
-            pieces = [member.tls.encrypt(b"".join(pieces))]
+            try:
+                pieces = [member.tls.encrypt(b"".join(pieces))]
+            except (ssl.SSLError, ValueError):
+                # Its TLS is broken (a corrupt record from the peer): end this
+                # member, whose handler sees the socket end; nobody else.
+                member.unsent = []
+                try:
+                    member.sock.shutdown(socket.SHUT_RDWR)
+                except OSError:
+                    pass
+                return
         wire = member.unsent + pieces if member.unsent else pieces
         size = sum(len(piece) for piece in wire)
         if not size:
@@ -730,8 +757,9 @@ class ChatHandler(socketserver.BaseRequestHandler):
         try:
             server.tune(sock)
             sock.settimeout(HANDSHAKE_TIMEOUT)
-            tls, arrived = server.open_tls(sock)
-            early = server.authenticate(sock, tls, framer, host, arrived)
+            deadline = time.monotonic() + HANDSHAKE_TIMEOUT
+            tls, arrived = server.open_tls(sock, deadline)
+            early = server.authenticate(sock, tls, framer, host, arrived, deadline)
             sock.settimeout(None)   # from here on the Outbox may write to it
         except Refused as exc:
             server.log("refuse", address, str(exc))
@@ -835,7 +863,7 @@ class ChatServer(socketserver.ThreadingTCPServer):
                          options.max_per_address, log, options.idle_timeout)
         self.tls_context = tls_context(options)
         self.password = helpers.read_password(options.password_file, os.environ)
-        self.failures = {}   # type: Dict[str, Tuple[int, float]]  wrong passwords by address
+        self.failures = collections.OrderedDict()  # type: Dict[str, Tuple[int, float]]
         self.failure_lock = threading.Lock()
         self.accept_failing = False
         self.handshaking = collections.Counter()  # type: collections.Counter
@@ -886,26 +914,26 @@ class ChatServer(socketserver.ThreadingTCPServer):
     def count_failure(self, host: str) -> int:
         """Count a wrong password from host: the how-manyth in a row it is.
 
-        The count is forgotten after FAILURE_MEMORY seconds of quiet, and the
-        table is pruned so that many addresses cannot grow it without end.
+        The count is forgotten after FAILURE_MEMORY seconds of quiet; the
+        table keeps the FAILURE_TABLE_MAX addresses that failed last.
         """
         now = time.monotonic()
         with self.failure_lock:
-            count, last = self.failures.get(host, (0, now))
+            count, last = self.failures.pop(host, (0, now))
             if now - last > FAILURE_MEMORY:
                 count = 0
-            self.failures[host] = (count + 1, now)
+            self.failures[host] = (count + 1, now)      # now the newest
             if len(self.failures) > FAILURE_TABLE_MAX:
-                self.failures = {address: entry for address, entry in self.failures.items()
-                                 if now - entry[1] <= FAILURE_MEMORY}
+                self.failures.popitem(last=False)
             return count + 1
 
-    def open_tls(self, sock: socket.socket) -> Tuple[Optional[helpers.TlsCodec], bytes]:
+    def open_tls(self, sock: socket.socket,
+                 deadline: float) -> Tuple[Optional[helpers.TlsCodec], bytes]:
         """The TLS codec (None without TLS) and the plain text that came with the handshake."""
         if self.tls_context is None:
             return None, b""
         codec = helpers.TlsCodec(self.tls_context, server_side=True)
-        return codec, helpers.tls_handshake(sock, codec)
+        return codec, helpers.tls_handshake(sock, codec, deadline)
 
     def say_now(self, sock: socket.socket, tls: Optional[helpers.TlsCodec], line: str) -> None:
         """Send one line to a socket that has not joined (so the Outbox has not got it)."""
@@ -916,7 +944,8 @@ class ChatServer(socketserver.ThreadingTCPServer):
             pass
 
     def authenticate(self, sock: socket.socket, tls: Optional[helpers.TlsCodec],
-                     framer: helpers.LineFramer, host: str, arrived: bytes = b"") -> List[bytes]:
+                     framer: helpers.LineFramer, host: str, arrived: bytes,
+                     deadline: float) -> List[bytes]:
         """Check that the first line is /pass with the room's password.
 
         arrived is plain text already read (with the TLS handshake). Returns
@@ -926,11 +955,14 @@ class ChatServer(socketserver.ThreadingTCPServer):
         lines, too_long = framer.feed(arrived)
         if self.password is None:
             return lines
-        deadline = time.monotonic() + HANDSHAKE_TIMEOUT
         first = True
         while not lines and not too_long:
+            left = deadline - time.monotonic()
+            if left <= 0:
+                raise Refused("no password in time")
+            sock.settimeout(left)
             data = sock.recv(4096)
-            if not data or time.monotonic() > deadline:
+            if not data:
                 raise Refused("no password given")
             if tls is None and first and data.startswith(b"\x16\x03"):
                 # Plain text back makes the client's TLS say "does not speak TLS".
@@ -945,7 +977,8 @@ class ChatServer(socketserver.ThreadingTCPServer):
             lines, too_long = framer.feed(data)
         if too_long:
             lines.append(b"")
-        given = lines[0][len(b"/pass "):] if lines[0].startswith(b"/pass ") else None
+        word, _, rest = lines[0].partition(b" ")
+        given = rest.lstrip(b" ") if word.lower() == b"/pass" else None
         if given is None:
             self.say_now(sock, tls, helpers.fmt_error(helpers.clock_stamp(), helpers.PASSWORD_NEEDED))
             raise Refused("no password given")
@@ -1070,13 +1103,6 @@ def tls_context(options: argparse.Namespace) -> Optional[ssl.SSLContext]:
     return context
 
 
-def is_loopback(host: str) -> bool:
-    try:
-        return ipaddress.ip_address(host).is_loopback
-    except ValueError:
-        return host == "localhost"
-
-
 def check_options(options: argparse.Namespace) -> Optional[str]:
     if not 0 <= options.port <= 65535:
         return "bad port %d: use a number from 1 to 65535 (0 picks a free one)" % options.port
@@ -1165,7 +1191,7 @@ def run(options: argparse.Namespace) -> int:
             return 2
         print("server.py: error: " + bind_error(options.host, options.port, exc), file=sys.stderr)
         return 1
-    if not is_loopback(options.host) and server.tls_context is None and server.password is None:
+    if not helpers.is_loopback(options.host) and server.tls_context is None and server.password is None:
         print("server.py: warning: listening on %s without TLS or a password: anyone who can "
               "reach this port can join and read the chat" % options.host, file=sys.stderr)
     host, port = server.server_address[:2]
