@@ -6,7 +6,7 @@ import tempfile
 import threading
 import unittest
 
-from tests import peers  # noqa: F401  (puts the repository on sys.path)
+from tests import support  # (also puts the repository on sys.path)
 
 import helpers
 from helpers import Action, LineFramer
@@ -390,7 +390,7 @@ class ClientsFileHelpersTest(unittest.TestCase):
                     "connected_at": "2024-01-01T00:00:00Z"} for i in range(300)]
             for i in range(100):
                 helpers.write_json_atomic(self.path, big[:(i * 37) % 300])
-            peers.wait_until(lambda: reads[0] > 10, message="reads")
+            support.wait_until(lambda: reads[0] > 10, message="reads")
         finally:
             stop.set()
             thread.join()
