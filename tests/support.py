@@ -17,6 +17,7 @@ import sys
 import tempfile
 import threading
 import time
+import unittest
 from typing import Callable, List, Optional, Tuple
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
@@ -380,6 +381,27 @@ class Peer:
         except OSError:
             pass
 
+
+
+class ServerTestCase(unittest.TestCase):
+    """A server for each test (started with server_args), and peers that
+    are closed afterwards."""
+
+    server_args = ()    # type: tuple
+
+    def setUp(self) -> None:
+        self.server = self.start_server(*self.server_args)
+
+    def start_server(self, *args: str, **kwargs) -> ServerProcess:
+        server = ServerProcess(*args, **kwargs)
+        self.addCleanup(server.__exit__)
+        server.start()
+        return server
+
+    def peer(self, name: Optional[str] = None, server: Optional[ServerProcess] = None) -> Peer:
+        peer = Peer((server or self.server).port, name)
+        self.addCleanup(peer.close)
+        return peer
 
 def tls_peer(port: int, context: ssl.SSLContext, name: Optional[str] = None,
              greet: bool = True, server_hostname: str = "localhost") -> Peer:

@@ -6,29 +6,13 @@ import socket
 import subprocess
 import unittest
 
-from tests.support import (CLIENT, PYTHON, ROOT, TIMEOUT, ClientProcess, Peer, ServerProcess,
+from tests.support import (CLIENT, PYTHON, ROOT, TIMEOUT, ClientProcess, ServerTestCase,
                            TerminalClient, child_env, free_port, run_client)
 
 import helpers
 
 
-class ClientTestCase(unittest.TestCase):
-    server_args = ()    # type: tuple
-
-    def setUp(self):
-        self.server = self.start_server(*self.server_args)
-
-    def start_server(self, *args, **kwargs):
-        server = ServerProcess(*args, **kwargs)
-        self.addCleanup(server.__exit__, None, None, None)
-        server.start()
-        return server
-
-    def peer(self, name, server=None):
-        peer = Peer((server or self.server).port, name)
-        self.addCleanup(peer.close)
-        return peer
-
+class ClientTestCase(ServerTestCase):
     def assertNoTraceback(self, text):
         self.assertNotIn("Traceback", text)
         self.assertNotIn("Error:", text.replace("client.py: error:", ""))

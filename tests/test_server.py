@@ -11,30 +11,13 @@ import threading
 import time
 import unittest
 
-from tests.support import TIMEOUT, Peer, ServerProcess, run_server, wait_until
+from tests.support import (TIMEOUT, Peer, ServerProcess, ServerTestCase, run_server,
+                           wait_until)
 
 STAMP = r"^\d\d:\d\d "
 
 
-class ServerTestCase(unittest.TestCase):
-    """A server for each test, and peers that are closed afterwards."""
-
-    server_args = ()    # type: tuple
-
-    def setUp(self):
-        self.server = self.start_server(*self.server_args)
-
-    def start_server(self, *args, **kwargs):
-        server = ServerProcess(*args, **kwargs)
-        self.addCleanup(server.__exit__, None, None, None)
-        server.start()
-        return server
-
-    def peer(self, name=None, server=None):
-        peer = Peer((server or self.server).port, name)
-        self.addCleanup(peer.close)
-        return peer
-
+class RoomTestCase(ServerTestCase):
     def room(self, *names):
         """Peers with these names, each having seen the later ones join."""
         peers = []
@@ -50,7 +33,7 @@ class ServerTestCase(unittest.TestCase):
             self.assertNotRegex(line, pattern)
 
 
-class BroadcastTest(ServerTestCase):
+class BroadcastTest(RoomTestCase):
     def test_line_goes_to_every_other_client_not_the_sender(self):
         alice, bob, carol = self.room("alice", "bob", "carol")
         alice.send("hello, everyone")
@@ -93,7 +76,7 @@ class BroadcastTest(ServerTestCase):
         self.assertEqual(got, ["line %d" % i for i in range(50)])
 
 
-class NameTest(ServerTestCase):
+class NameTest(RoomTestCase):
     def test_banner_on_connect(self):
         peer = Peer(self.server.port, greet=False)
         self.addCleanup(peer.close)
@@ -204,7 +187,7 @@ class NameTest(ServerTestCase):
         log.expect(r" leave alicia %s quit: bye$" % re.escape(address))
 
 
-class CommandTest(ServerTestCase):
+class CommandTest(RoomTestCase):
     def test_private_message(self):
         alice, bob, carol = self.room("alice", "bob", "carol")
         alice.send("/msg BOB psst, secret")
@@ -283,7 +266,7 @@ class CommandTest(ServerTestCase):
         self.assertNotSeen("left", alice.sync())
 
 
-class LimitsTest(ServerTestCase):
+class LimitsTest(RoomTestCase):
     server_args = ("--max-line", "64", "--rate-limit", "5", "--burst", "5",
                    "--max-clients", "4")
 
@@ -354,7 +337,7 @@ class LimitsTest(ServerTestCase):
         self.server.log.expect(r" refuse \S+ server full$")
 
 
-class ConnectionLimitTest(ServerTestCase):
+class ConnectionLimitTest(RoomTestCase):
     server_args = ("--max-per-address", "2")
 
     def test_too_many_from_one_address(self):
@@ -388,7 +371,7 @@ class IPv6Test(unittest.TestCase):
             self.assertEqual(server.clients()[0]["address"], "[::1]:%d" % port)
 
 
-class DeliveryTest(ServerTestCase):
+class DeliveryTest(RoomTestCase):
     """Slow readers, many senders: nobody waits, nothing is lost or reordered."""
 
     server_args = ("--rate-limit", "0", "--queue-limit", "65536")
@@ -566,7 +549,7 @@ class DeliveryTest(ServerTestCase):
 ISO_UTC = r"^\d{4}-\d\d-\d\dT\d\d:\d\d:\d\dZ$"
 
 
-class ClientsFileTest(ServerTestCase):
+class ClientsFileTest(RoomTestCase):
     def test_content(self):
         before = time.time()
         alice, bob = self.room("alice", "bob")
@@ -666,7 +649,7 @@ class ClientsFileTest(ServerTestCase):
         self.server.wait_clients(lambda r: sorted(x["name"] for x in r) == ["alicia", "bob"])
 
 
-class ShutdownTest(ServerTestCase):
+class ShutdownTest(RoomTestCase):
     def check_shutdown(self, signum):
         alice, bob = self.room("alice", "bob")
         self.server.wait_clients(lambda r: len(r) == 2)
