@@ -327,9 +327,6 @@ class ClientsFileHelpersTest(unittest.TestCase):
     def test_iso_utc(self):
         self.assertEqual(helpers.iso_utc(0), "1970-01-01T00:00:00Z")
         self.assertEqual(helpers.iso_utc(1764096140.9), "2025-11-25T18:42:20Z")
-
-    def test_iso_utc(self):
-        self.assertEqual(helpers.iso_utc(0), "1970-01-01T00:00:00Z")
         self.assertEqual(helpers.iso_utc(1700000000.7), "2023-11-14T22:13:20Z")
 
     def test_format_address(self):
