@@ -1,9 +1,11 @@
-"""Test support: real server processes, line-reading sockets, deadlines.
+"""Test support: real servers, real sockets, waits with a deadline.
 
-Nothing here sleeps to synchronise: every wait is for a condition, with a
-deadline, and fails loudly when the deadline passes.
+Nothing here sleeps to synchronise. Every wait is for a condition (a line
+that matches, a process that exits, a predicate that turns true) and fails
+with the evidence when its deadline passes.
 """
 
+import json
 import os
 import re
 import shutil
@@ -15,17 +17,40 @@ import sys
 import tempfile
 import threading
 import time
+import unittest
 from typing import Callable, List, Optional, Tuple
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 SERVER = os.path.join(ROOT, "server.py")
 CLIENT = os.path.join(ROOT, "client.py")
+PYTHON = sys.executable
 TIMEOUT = 10.0
+
+if ROOT not in sys.path:
+    sys.path.insert(0, ROOT)
+
+# A job started in the background by a shell script ignores SIGINT, and so
+# would every server and client started here: then the Ctrl-C tests fail for
+# a reason that has nothing to do with the code. With a handler installed
+# here instead, children start with the default again (exec resets it).
+if signal.getsignal(signal.SIGINT) is signal.SIG_IGN:
+    signal.signal(signal.SIGINT, signal.default_int_handler)
+
+
+def child_env(**extra: str) -> dict:
+    """The environment for a server or client: unbuffered, colours not
+    switched off, no room password inherited from the person running the tests."""
+    env = dict(os.environ)
+    env["PYTHONUNBUFFERED"] = "1"
+    env.pop("NO_COLOR", None)
+    env.pop("BROADCAST_PASSWORD", None)
+    env.update(extra)
+    return env
 
 
 def wait_until(predicate: Callable[[], object], timeout: float = TIMEOUT,
-               what: str = "condition") -> object:
-    """Poll predicate until it is true; fail after timeout seconds."""
+               message: str = "condition") -> object:
+    """Poll predicate until it returns something true; fail at the deadline."""
     deadline = time.monotonic() + timeout
     delay = 0.001
     while True:
@@ -33,87 +58,322 @@ def wait_until(predicate: Callable[[], object], timeout: float = TIMEOUT,
         if value:
             return value
         if time.monotonic() > deadline:
-            raise AssertionError("timed out after %g s waiting for %s" % (timeout, what))
+            raise AssertionError("timed out after %.1f s waiting for %s" % (timeout, message))
         time.sleep(delay)   # polling interval, not synchronisation
-        delay = min(delay * 2, 0.05)
+        delay = min(delay * 2, 0.02)
 
 
-class LineSocket:
-    """A client socket read line by line, with expect(regex)."""
+def free_port() -> int:
+    """A port that was free a moment ago (for tests that need a fixed one)."""
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        return sock.getsockname()[1]
 
-    def __init__(self, port: int, host: str = "127.0.0.1") -> None:
-        self.sock = socket.create_connection((host, port), timeout=TIMEOUT)
-        self.buffer = b""
-        self.lines = []     # type: List[str]   every line received, in order
-        self.raw_lines = []  # type: List[bytes]  the same lines, as the bytes sent
 
-    def send(self, text: str) -> None:
-        self.sock.sendall(text.encode("utf-8"))
+class LineLog:
+    """Lines from a stream (without their newlines), collected by a thread.
 
-    @classmethod
-    def wrap(cls, sock: socket.socket) -> "LineSocket":
-        """A LineSocket over a socket connected some other way (a source address, options)."""
-        self = cls.__new__(cls)
-        self.sock = sock
-        self.buffer = b""
-        self.lines = []
-        self.raw_lines = []
-        return self
+    expect() consumes: each matched line and the lines before it are passed
+    over by the next expect(), so waiting twice for the same pattern waits
+    for a second occurrence.
+    """
 
-    def send_bytes(self, data: bytes) -> None:
-        self.sock.sendall(data)
+    def __init__(self) -> None:
+        self.lines = []         # type: List[str]
+        self.cond = threading.Condition()
+        self.closed = False
+        self.position = 0       # lines before this have been looked at
 
-    def line(self, text: str) -> None:
-        self.send(text + "\n")
+    def add(self, line: str) -> None:
+        with self.cond:
+            self.lines.append(line)
+            self.cond.notify_all()
 
-    def _read(self, timeout: float) -> bool:
-        """Read once; False at end of stream."""
-        self.sock.settimeout(timeout)
-        data = self.sock.recv(65536)
-        if not data:
-            return False
-        self.buffer += data
-        *complete, self.buffer = self.buffer.split(b"\n")
-        self.raw_lines.extend(complete)
-        self.lines.extend(line.decode("utf-8", "replace") for line in complete)
-        return True
+    def close(self) -> None:
+        with self.cond:
+            self.closed = True
+            self.cond.notify_all()
 
-    def expect(self, pattern: str, timeout: float = TIMEOUT, start: int = 0) -> str:
-        """The first line (from index start on) matching pattern; waits for it."""
+    def text(self) -> str:
+        with self.cond:
+            return "".join(line + "\n" for line in self.lines)
+
+    def expect(self, pattern: str, timeout: float = TIMEOUT):
         regex = re.compile(pattern)
         deadline = time.monotonic() + timeout
-        index = start
-        while True:
-            while index < len(self.lines):
-                if regex.search(self.lines[index]):
-                    return self.lines[index]
-                index += 1
+        with self.cond:
+            while True:
+                while self.position < len(self.lines):
+                    line = self.lines[self.position]
+                    self.position += 1
+                    match = regex.search(line)
+                    if match:
+                        return match
+                left = deadline - time.monotonic()
+                if self.closed or left <= 0:
+                    raise AssertionError("no line matching %r (%s); got:\n%s" % (
+                        pattern, "stream ended" if self.closed else "timed out",
+                        "\n".join(self.lines[-30:])))
+                self.cond.wait(left)
+
+
+def drain(stream, log: LineLog) -> threading.Thread:
+    """Read stream line by line into log in a thread, so the writer never blocks."""
+    def run() -> None:
+        try:
+            for raw in iter(stream.readline, b""):
+                log.add(raw.decode("utf-8", "replace").rstrip("\n"))
+        except (OSError, ValueError):
+            pass
+        finally:
+            log.close()
+    thread = threading.Thread(target=run, daemon=True)
+    thread.start()
+    return thread
+
+
+# server.py, but with clients.json written up to every 0.05 s instead of
+# every 0.5 s: the tests wait for the file to follow the room, and would
+# otherwise spend most of their time waiting for the next write. The same
+# code runs; run_server() runs the script itself.
+_SERVER_BOOT = (
+    "import sys\n"
+    "sys.path.insert(0, %r)\n"
+    "sys.argv[0] = %r\n"
+    "import server\n"
+    "server.CLIENTS_FILE_INTERVAL = 0.05\n"
+    "sys.exit(server.main())\n" % (ROOT, SERVER))
+
+
+class ServerProcess:
+    """`server.py --port PORT` in a temporary folder, as a context manager.
+
+    .port is the port really bound (from the first stdout line), .log the
+    server's stdout lines, .errors its stderr lines, .clients_file the path.
+    """
+
+    def __init__(self, *args: str, port: int = 0, clients_file: Optional[str] = None,
+                 folder: Optional[str] = None, env: Optional[dict] = None) -> None:
+        self._tmp = None
+        if folder is None:
+            self._tmp = tempfile.TemporaryDirectory(prefix="chat-test-")
+            folder = self._tmp.name
+        self.folder = folder
+        self.clients_file = clients_file or os.path.join(folder, "clients.json")
+        self.args = ["--port", str(port), "--clients-file", self.clients_file] + list(args)
+        self.env = child_env() if env is None else env
+        self.proc = None        # type: Optional[subprocess.Popen]
+        self.log = LineLog()
+        self.errors = LineLog()
+        self.port = 0
+
+    def start(self) -> "ServerProcess":
+        self.proc = subprocess.Popen([PYTHON, "-c", _SERVER_BOOT] + self.args, cwd=self.folder,
+                                     stdin=subprocess.DEVNULL, stdout=subprocess.PIPE,
+                                     stderr=subprocess.PIPE, env=self.env)
+        self._threads = [drain(self.proc.stdout, self.log), drain(self.proc.stderr, self.errors)]
+        try:
+            match = self.log.expect(r"^Server running on (\S+):(\d+)$", timeout=TIMEOUT)
+        except AssertionError as exc:
+            self.kill()
+            raise AssertionError("%s\nstderr:\n%s" % (exc, self.errors.text()))
+        self.host = match.group(1)
+        self.port = int(match.group(2))
+        return self
+
+    def __enter__(self) -> "ServerProcess":
+        try:
+            return self.start()
+        except BaseException:
+            self.__exit__()
+            raise
+
+    def __exit__(self, *exc_info) -> None:
+        self.kill()
+        if self._tmp is not None:
+            self._tmp.cleanup()
+
+    def send_signal(self, signum: int) -> None:
+        self.proc.send_signal(signum)
+
+    def wait(self, timeout: float = TIMEOUT) -> int:
+        """The exit status, once the server has exited and its output is read."""
+        try:
+            rc = self.proc.wait(timeout)
+        except subprocess.TimeoutExpired:
+            raise AssertionError("server still running after %.1f s" % timeout)
+        for thread in self._threads:
+            thread.join(TIMEOUT)
+        return rc
+
+    def stop(self, signum: int = signal.SIGTERM, timeout: float = TIMEOUT) -> int:
+        self.send_signal(signum)
+        return self.wait(timeout)
+
+    def kill(self) -> None:
+        if self.proc is not None and self.proc.poll() is None:
+            self.proc.kill()
+            self.proc.wait()
+        if self.proc is not None:
+            for stream in (self.proc.stdout, self.proc.stderr):
+                stream.close()
+
+    def clients(self) -> object:
+        with open(self.clients_file, encoding="utf-8") as handle:
+            return json.load(handle)
+
+    def wait_clients(self, predicate: Callable[[list], bool], timeout: float = TIMEOUT,
+                     message: str = "clients.json") -> list:
+        """Wait until clients.json holds a list for which predicate is true."""
+        seen = []
+
+        def check():
+            try:
+                records = self.clients()
+            except (OSError, ValueError):
+                return None
+            seen[:] = [records]
+            return records if predicate(records) else None
+        try:
+            return wait_until(check, timeout, message)
+        except AssertionError as exc:
+            raise AssertionError("%s; last content: %r" % (exc, seen))
+
+    def connect(self, name: Optional[str] = None, greet: bool = True) -> "Peer":
+        return Peer(self.port, name, greet=greet)
+
+
+class Peer:
+    """A raw protocol client (like nc) with an expect() line reader.
+
+    .lines is every line received, in order (.raw_lines the same as bytes);
+    readline(), expect() and collect() consume them from .position on.
+    """
+
+    def __init__(self, port: Optional[int], name: Optional[str] = None,
+                 host: str = "127.0.0.1", greet: bool = True,
+                 sock: Optional[socket.socket] = None) -> None:
+        """Connect to port, or use sock, connected some other way."""
+        self.sock = sock or socket.create_connection((host, port), timeout=TIMEOUT)
+        # Without this, Nagle holds a small line back until the last is acked.
+        self.sock.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
+        self.buffer = b""
+        self.lines = []         # type: List[str]
+        self.raw_lines = []     # type: List[bytes]
+        self.position = 0
+        self.name = name
+        if greet:
+            self.expect(r"-- Broadcast Chat \S+: \d+ online")
+        if name is not None:
+            self.nick(name)
+
+    def __enter__(self) -> "Peer":
+        return self
+
+    def __exit__(self, *exc_info) -> None:
+        self.close()
+
+    @property
+    def address(self) -> str:
+        host, port = self.sock.getsockname()[:2]
+        return "%s:%d" % (host, port)
+
+    def nick(self, name: str) -> "Peer":
+        self.send("/nick " + name)
+        self.expect(r"-- welcome, %s! " % re.escape(name))
+        self.name = name
+        return self
+
+    def send(self, line: str) -> None:
+        self.sendraw(line.encode("utf-8") + b"\n")
+
+    def sendraw(self, data: bytes) -> None:
+        self.sock.sendall(data)
+
+    def receive(self, timeout: float) -> bool:
+        """Read once into .lines; False at the end of the stream."""
+        self.sock.settimeout(max(timeout, 0.001))
+        try:
+            data = self.sock.recv(65536)
+        except ConnectionError:
+            data = b""
+        if not data:
+            return False
+        *complete, self.buffer = (self.buffer + data).split(b"\n")
+        self.raw_lines.extend(complete)
+        self.lines.extend(line.decode("utf-8") for line in complete)
+        return True
+
+    def readline(self, timeout: float = TIMEOUT) -> Optional[str]:
+        """The next line, or None at the end of the stream; socket.timeout
+        if no complete line comes in time."""
+        deadline = time.monotonic() + timeout
+        while self.position >= len(self.lines):
             left = deadline - time.monotonic()
             if left <= 0:
-                raise AssertionError("no line matching %r; got %r" % (pattern, self.lines[-10:]))
-            try:
-                if not self._read(left):
-                    raise AssertionError("connection closed before a line matching %r; got %r"
-                                         % (pattern, self.lines[-10:]))
-            except socket.timeout:
-                pass
+                raise socket.timeout("no complete line in %.1f s; have %r" % (timeout, self.buffer))
+            if not self.receive(left):
+                return None
+        self.position += 1
+        return self.lines[self.position - 1]
 
-    def expect_closed(self, timeout: float = TIMEOUT) -> None:
+    def expect(self, pattern: str, timeout: float = TIMEOUT, start: Optional[int] = None):
+        """Read lines until one matches pattern; return the match."""
+        return self.collect(pattern, timeout, start)[1]
+
+    def collect(self, pattern: str, timeout: float = TIMEOUT, start: Optional[int] = None):
+        """Lines until one matches: (the lines before it, the match).
+
+        The search starts at .position, or at index start of .lines (to look
+        again at lines already passed over, or to skip some).
+        """
+        regex = re.compile(pattern)
+        first = index = self.position if start is None else start
         deadline = time.monotonic() + timeout
-        while time.monotonic() < deadline:
+        while True:
+            while index < len(self.lines):
+                match = regex.search(self.lines[index])
+                index += 1
+                if match:
+                    self.position = max(self.position, index)
+                    return self.lines[first:index - 1], match
+            left = deadline - time.monotonic()
             try:
-                if not self._read(max(0.01, deadline - time.monotonic())):
-                    return
+                open_ = left > 0 and self.receive(left)
+            except socket.timeout:
+                continue
+            if not open_:
+                raise AssertionError("no line matching %r (%s); got:\n%s" % (
+                    pattern, "timed out" if left <= 0 else "connection closed",
+                    "\n".join(self.lines[first:][-30:])))
+
+    def sync(self) -> List[str]:
+        """Every line the server sent before this point: a /who round trip.
+
+        The server sends to one client in order, so anything it queued for us
+        before answering /who arrives before the answer.
+        """
+        self.send("/who")
+        return self.collect(r"-- \d+ online: ")[0]
+
+    def expect_closed(self, timeout: float = TIMEOUT) -> List[str]:
+        """Read until the server closes the connection; return the lines."""
+        start = self.position
+        deadline = time.monotonic() + timeout
+        while True:
+            left = deadline - time.monotonic()
+            if left <= 0:
+                raise AssertionError("connection still open after %.1f s; got:\n%s"
+                                     % (timeout, "\n".join(self.lines[start:][-30:])))
+            try:
+                if not self.receive(left):
+                    break
             except socket.timeout:
                 pass
-            except OSError:
-                return
-        raise AssertionError("connection still open after %g s" % timeout)
-
-    def join(self, name: str) -> "LineSocket":
-        self.line("/nick " + name)
-        self.expect(r"-- welcome, %s!" % re.escape(name))
-        return self
+            except OSError:     # a TLS connection may end without a close_notify
+                break
+        self.position = len(self.lines)
+        return self.lines[start:]
 
     def close(self) -> None:
         try:
@@ -122,167 +382,80 @@ class LineSocket:
             pass
 
 
-class ServerProcess:
-    """server.py in a child process on a free port, its log collected."""
 
-    def __init__(self, *args: str, clients_file: Optional[str] = None,
-                 python: str = sys.executable, env: Optional[dict] = None) -> None:
-        self.folder = tempfile.mkdtemp(prefix="chat-test-")
-        self.clients_file = clients_file or os.path.join(self.folder, "clients.json")
-        self.args = list(args)
-        self.python = python
-        self.env = env
-        self.log = []       # type: List[str]
-        self.log_changed = threading.Condition()
-        self.proc = None    # type: Optional[subprocess.Popen]
-        self.port = 0
+class ServerTestCase(unittest.TestCase):
+    """A server for each test (started with server_args), and peers that
+    are closed afterwards."""
 
-    def start(self, port: int = 0) -> "ServerProcess":
-        command = [self.python, SERVER, "--port", str(port),
-                   "--clients-file", self.clients_file] + self.args
-        self.proc = subprocess.Popen(command, stdout=subprocess.PIPE, stderr=subprocess.PIPE,
-                                     cwd=self.folder, env=self.env)
-        first = self.proc.stdout.readline().decode()
-        match = re.match(r"Server running on (\S+):(\d+)$", first.strip())
-        if not match:
-            self.proc.kill()
-            raise AssertionError("server did not start: %r %r" % (first, self.proc.stderr.read()))
-        self.port = int(match.group(2))
-        threading.Thread(target=self._drain, daemon=True).start()
-        return self
+    server_args = ()    # type: tuple
 
-    def _drain(self) -> None:
-        for raw in self.proc.stdout:
-            with self.log_changed:
-                self.log.append(raw.decode("utf-8", "replace").rstrip("\n"))
-                self.log_changed.notify_all()
+    def setUp(self) -> None:
+        self.server = self.start_server(*self.server_args)
 
-    def expect_log(self, pattern: str, timeout: float = TIMEOUT) -> str:
-        regex = re.compile(pattern)
-        deadline = time.monotonic() + timeout
-        with self.log_changed:
-            while True:
-                for line in self.log:
-                    if regex.search(line):
-                        return line
-                left = deadline - time.monotonic()
-                if left <= 0:
-                    raise AssertionError("no log line matching %r; log: %r" % (pattern, self.log[-10:]))
-                self.log_changed.wait(left)
+    def start_server(self, *args: str, **kwargs) -> ServerProcess:
+        server = ServerProcess(*args, **kwargs)
+        self.addCleanup(server.__exit__)
+        server.start()
+        return server
 
-    def connect(self) -> LineSocket:
-        return LineSocket(self.port)
+    def peer(self, name: Optional[str] = None, server: Optional[ServerProcess] = None) -> Peer:
+        peer = Peer((server or self.server).port, name)
+        self.addCleanup(peer.close)
+        return peer
 
-    def stop(self, sig: int = signal.SIGTERM, timeout: float = TIMEOUT) -> int:
-        if self.proc.poll() is None:
-            self.proc.send_signal(sig)
-        try:
-            return self.proc.wait(timeout)
-        except subprocess.TimeoutExpired:
-            self.proc.kill()
-            self.proc.wait()
-            raise AssertionError("server did not stop within %g s" % timeout)
-
-    def stderr(self) -> str:
-        return self.proc.stderr.read().decode("utf-8", "replace")
-
-    def __enter__(self) -> "ServerProcess":
-        return self.start()
-
-    def __exit__(self, *exc) -> None:
-        if self.proc is not None and self.proc.poll() is None:
-            self.proc.kill()
-            self.proc.wait()
-        if self.proc is not None:
-            self.proc.stdout.close()
-            self.proc.stderr.close()
-        shutil.rmtree(self.folder, ignore_errors=True)
+def tls_peer(port: int, context: ssl.SSLContext, name: Optional[str] = None,
+             greet: bool = True, server_hostname: str = "localhost") -> Peer:
+    """A Peer over TLS, checked by context."""
+    plain = socket.create_connection(("127.0.0.1", port), timeout=TIMEOUT)
+    try:
+        sock = context.wrap_socket(plain, server_hostname=server_hostname)
+    except BaseException:
+        plain.close()
+        raise
+    return Peer(port, name, greet=greet, sock=sock)
 
 
-def proc_threads(pid: int) -> int:
-    with open("/proc/%d/status" % pid) as handle:
-        for line in handle:
-            if line.startswith("Threads:"):
-                return int(line.split()[1])
-    raise AssertionError("no Threads line")
-
-
-def proc_fds(pid: int) -> int:
-    return len(os.listdir("/proc/%d/fd" % pid))
-
-
-class TlsLineSocket(LineSocket):
-    """A LineSocket over TLS, checked by context (server name: localhost)."""
-
-    def __init__(self, port: int, context: ssl.SSLContext, host: str = "127.0.0.1",
-                 server_hostname: str = "localhost") -> None:
-        plain = socket.create_connection((host, port), timeout=TIMEOUT)
-        try:
-            self.sock = context.wrap_socket(plain, server_hostname=server_hostname)
-        except BaseException:
-            plain.close()
-            raise
-        self.buffer = b""
-        self.lines = []     # type: List[str]
-        self.raw_lines = []  # type: List[bytes]
+def client_command(port: Optional[int], args) -> List[str]:
+    return [PYTHON, CLIENT] + ([] if port is None else ["--port", str(port)]) + list(args)
 
 
 class ClientProcess:
-    """client.py in a child process, fed through a pipe, its output collected."""
+    """client.py in a child process, fed through a pipe; .out and .err its output."""
 
-    def __init__(self, port: int, *args: str, python: str = sys.executable,
-                 env: Optional[dict] = None) -> None:
-        command = [python, CLIENT, "--port", str(port)] + list(args)
-        self.proc = subprocess.Popen(command, stdin=subprocess.PIPE, stdout=subprocess.PIPE,
-                                     stderr=subprocess.PIPE, env=env)
-        self.lines = []     # type: List[str]
-        self.changed = threading.Condition()
-        self.drain = threading.Thread(target=self._drain, daemon=True)
-        self.drain.start()
+    def __init__(self, port: int, *args: str, env: Optional[dict] = None) -> None:
+        self.proc = subprocess.Popen(client_command(port, args), stdin=subprocess.PIPE,
+                                     stdout=subprocess.PIPE, stderr=subprocess.PIPE,
+                                     env=child_env() if env is None else env, cwd=ROOT)
+        self.out, self.err = LineLog(), LineLog()
+        self._threads = [drain(self.proc.stdout, self.out), drain(self.proc.stderr, self.err)]
 
-    def _drain(self) -> None:
-        for raw in self.proc.stdout:
-            with self.changed:
-                self.lines.append(raw.decode("utf-8", "replace").rstrip("\n"))
-                self.changed.notify_all()
+    def expect(self, pattern: str, timeout: float = TIMEOUT):
+        return self.out.expect(pattern, timeout)
 
-    def expect(self, pattern: str, timeout: float = TIMEOUT) -> str:
-        regex = re.compile(pattern)
-        deadline = time.monotonic() + timeout
-        with self.changed:
-            while True:
-                for line in self.lines:
-                    if regex.search(line):
-                        return line
-                left = deadline - time.monotonic()
-                if left <= 0:
-                    raise AssertionError("client printed no line matching %r; got %r"
-                                         % (pattern, self.lines[-10:]))
-                self.changed.wait(left)
-
-    def send(self, text: str) -> None:
-        self.proc.stdin.write(text.encode("utf-8") + b"\n")
+    def send(self, line: str) -> None:
+        self.proc.stdin.write(line.encode("utf-8") + b"\n")
         self.proc.stdin.flush()
+
+    def wait(self, timeout: float = TIMEOUT) -> int:
+        """The exit status, once the client has exited and its output is read."""
+        try:
+            code = self.proc.wait(timeout)
+        except subprocess.TimeoutExpired:
+            raise AssertionError("client still running after %.1f s; output:\n%s"
+                                 % (timeout, self.out.text()[-1500:]))
+        for thread in self._threads:
+            thread.join(TIMEOUT)
+        return code
 
     def finish(self, timeout: float = TIMEOUT) -> Tuple[int, str]:
         """Close its input (so it quits) and wait: (exit status, stderr)."""
         self.proc.stdin.close()
-        try:
-            code = self.proc.wait(timeout)
-        except subprocess.TimeoutExpired:
-            self.kill()
-            raise AssertionError("client did not exit within %g s" % timeout)
-        self.drain.join(timeout)
-        error = self.proc.stderr.read().decode("utf-8", "replace")
-        self.proc.stdout.close()
-        self.proc.stderr.close()
-        return code, error
+        return self.wait(timeout), self.err.text()
 
     def kill(self) -> None:
         if self.proc.poll() is None:
             self.proc.kill()
             self.proc.wait()
-        self.drain.join(TIMEOUT)    # it ends at the end of the output
         for stream in (self.proc.stdin, self.proc.stdout, self.proc.stderr):
             try:
                 stream.close()
@@ -290,32 +463,156 @@ class ClientProcess:
                 pass
 
 
-def run_client(port: int, *args: str, stdin: str = "", python: str = sys.executable,
-               env: Optional[dict] = None,
+def run_client(port: Optional[int], *args: str, stdin: str = "", env: Optional[dict] = None,
                timeout: float = TIMEOUT) -> "subprocess.CompletedProcess":
     """client.py run to its end with stdin as input; stdout and stderr as text."""
-    return subprocess.run([python, CLIENT, "--port", str(port)] + list(args),
-                          input=stdin, stdout=subprocess.PIPE, stderr=subprocess.PIPE,
-                          universal_newlines=True, env=env, timeout=timeout)
+    return subprocess.run(client_command(port, args), input=stdin, stdout=subprocess.PIPE,
+                          stderr=subprocess.PIPE, universal_newlines=True, cwd=ROOT,
+                          env=child_env() if env is None else env, timeout=timeout)
 
 
-def run_server(*args: str, python: str = sys.executable, env: Optional[dict] = None,
+def run_server(*args: str, env: Optional[dict] = None,
                timeout: float = TIMEOUT) -> "subprocess.CompletedProcess":
-    """server.py expected to exit by itself (a start-up error); output as text."""
+    """server.py expected to exit by itself (a start-up error); output as text.
+
+    It starts on port 0 with a clients file in a temporary folder unless
+    args say otherwise (the last --port or --clients-file wins).
+    """
     folder = tempfile.mkdtemp(prefix="chat-test-")
     try:
-        return subprocess.run([python, SERVER, "--port", "0",
+        return subprocess.run([PYTHON, SERVER, "--port", "0",
                                "--clients-file", os.path.join(folder, "clients.json")] + list(args),
-                              stdout=subprocess.PIPE, stderr=subprocess.PIPE,
-                              universal_newlines=True, env=env, timeout=timeout, cwd=folder)
+                              stdin=subprocess.DEVNULL, stdout=subprocess.PIPE,
+                              stderr=subprocess.PIPE, universal_newlines=True,
+                              env=child_env() if env is None else env, timeout=timeout, cwd=folder)
     finally:
         shutil.rmtree(folder, ignore_errors=True)
 
 
-def proc_rss_kb(pid: int) -> int:
-    """Resident memory of a process in KiB (VmRSS)."""
+# Run a program with the terminal on fd 0 as its controlling terminal, so
+# that ^C typed into the pty sends it SIGINT like a real terminal would.
+_PTY_BOOT = (
+    "import fcntl, os, sys, termios\n"
+    "fcntl.ioctl(0, termios.TIOCSCTTY, 0)\n"
+    "os.execv(sys.executable, [sys.executable] + sys.argv[1:])\n"
+)
+
+
+class TerminalClient:
+    """`client.py` on a pseudo-terminal: type into it, expect on its screen."""
+
+    def __init__(self, port: int, *args: str, env: Optional[dict] = None) -> None:
+        import pty
+        import struct
+        import fcntl
+        import termios
+        master, slave = pty.openpty()
+        fcntl.ioctl(slave, termios.TIOCSWINSZ, struct.pack("HHHH", 24, 200, 0, 0))
+        self.master = master
+        self.output = b""
+        self.position = 0
+        self.cond = threading.Condition()
+        self.closed = False
+        environment = child_env(TERM="xterm")
+        environment.update(env or {})
+        self.proc = subprocess.Popen(
+            [PYTHON, "-c", _PTY_BOOT] + client_command(port, args)[1:],
+            stdin=slave, stdout=slave, stderr=slave, start_new_session=True,
+            env=environment, cwd=ROOT)
+        os.close(slave)
+        self.reader = threading.Thread(target=self._read, daemon=True)
+        self.reader.start()
+
+    def _read(self) -> None:
+        while True:
+            try:
+                data = os.read(self.master, 65536)
+            except OSError:     # EIO once the last process using it is gone
+                data = b""
+            with self.cond:
+                if not data:
+                    self.closed = True
+                    self.cond.notify_all()
+                    return
+                self.output += data
+                self.cond.notify_all()
+
+    def __enter__(self) -> "TerminalClient":
+        return self
+
+    def __exit__(self, *exc_info) -> None:
+        self.close()
+
+    def type(self, text: str) -> None:
+        os.write(self.master, text.encode("utf-8"))
+
+    def wait_reading(self, timeout: float = TIMEOUT) -> None:
+        """Wait until the client reads keys itself (readline turned ICANON off).
+
+        Keys typed before that are echoed by the terminal driver, not by the
+        client, so this is the point from which typing is really typing.
+        """
+        import termios
+        wait_until(lambda: not termios.tcgetattr(self.master)[3] & termios.ICANON,
+                   timeout, "the client to read from its terminal")
+
+    def text(self) -> str:
+        with self.cond:
+            return self.output.decode("utf-8", "replace")
+
+    def expect(self, pattern: str, timeout: float = TIMEOUT):
+        """Wait for pattern in the output after the last match; return the match."""
+        regex = re.compile(pattern.encode("utf-8"), re.S)
+        deadline = time.monotonic() + timeout
+        with self.cond:
+            while True:
+                match = regex.search(self.output, self.position)
+                if match:
+                    self.position = match.end()
+                    return match
+                left = deadline - time.monotonic()
+                if self.closed or left <= 0:
+                    raise AssertionError("no %r on the terminal (%s); screen:\n%r" % (
+                        pattern, "closed" if self.closed else "timed out",
+                        self.output[-1500:].decode("utf-8", "replace")))
+                self.cond.wait(left)
+
+    def wait(self, timeout: float = TIMEOUT) -> int:
+        try:
+            rc = self.proc.wait(timeout)
+        except subprocess.TimeoutExpired:
+            raise AssertionError("client still running after %.1f s; screen:\n%r" % (
+                timeout, self.text()[-1500:]))
+        self.reader.join(TIMEOUT)
+        return rc
+
+    def close(self) -> None:
+        if self.proc.poll() is None:
+            self.proc.kill()
+            self.proc.wait()
+        self.reader.join(TIMEOUT)
+        try:
+            os.close(self.master)
+        except OSError:
+            pass
+
+
+def _proc_status(pid: int, field: str) -> int:
     with open("/proc/%d/status" % pid) as handle:
         for line in handle:
-            if line.startswith("VmRSS:"):
+            if line.startswith(field + ":"):
                 return int(line.split()[1])
-    raise AssertionError("no VmRSS line")
+    raise AssertionError("no %s line" % field)
+
+
+def proc_threads(pid: int) -> int:
+    return _proc_status(pid, "Threads")
+
+
+def proc_rss_kb(pid: int) -> int:
+    """Resident memory of a process in KiB (VmRSS)."""
+    return _proc_status(pid, "VmRSS")
+
+
+def proc_fds(pid: int) -> int:
+    return len(os.listdir("/proc/%d/fd" % pid))

@@ -6,65 +6,29 @@ import socket
 import subprocess
 import unittest
 
-from tests.peers import (CLIENT, PYTHON, ROOT, TIMEOUT, LineLog, Peer, ServerProcess,
-                           TerminalClient, child_env, drain, free_port)
+from tests.support import (CLIENT, PYTHON, ROOT, TIMEOUT, ClientProcess, ServerTestCase,
+                           TerminalClient, child_env, free_port, run_client)
 
 import helpers
 
 
-class ClientTestCase(unittest.TestCase):
-    server_args = ()    # type: tuple
-
-    def setUp(self):
-        self.server = self.start_server(*self.server_args)
-
-    def start_server(self, *args, **kwargs):
-        server = ServerProcess(*args, **kwargs)
-        self.addCleanup(server.__exit__, None, None, None)
-        server.start()
-        return server
-
-    def peer(self, name, server=None):
-        peer = Peer((server or self.server).port, name)
-        self.addCleanup(peer.close)
-        return peer
-
+class ClientTestCase(ServerTestCase):
     def assertNoTraceback(self, text):
         self.assertNotIn("Traceback", text)
         self.assertNotIn("Error:", text.replace("client.py: error:", ""))
 
 
 class PipeClientTest(ClientTestCase):
-    def run_client(self, *args, stdin=b"", env=None, timeout=15):
-        proc = subprocess.Popen([PYTHON, CLIENT] + list(args), stdin=subprocess.PIPE,
-                                stdout=subprocess.PIPE, stderr=subprocess.PIPE,
-                                env=env or child_env(), cwd=ROOT)
-        try:
-            out, err = proc.communicate(stdin, timeout=timeout)
-        except subprocess.TimeoutExpired:
-            proc.kill()
-            out, err = proc.communicate()
-            raise AssertionError("client did not exit; stdout %r stderr %r" % (out, err))
-        return proc.returncode, out.decode(), err.decode()
+    def run_client(self, *args, stdin="", timeout=15):
+        """client.py run to its end: (exit status, stdout, stderr)."""
+        result = run_client(None, *args, stdin=stdin, timeout=timeout)
+        return result.returncode, result.stdout, result.stderr
 
     def start_client(self, *args):
         """A piped client whose standard input stays open."""
-        proc = subprocess.Popen([PYTHON, CLIENT, "--port", str(self.server.port)] + list(args),
-                                stdin=subprocess.PIPE, stdout=subprocess.PIPE,
-                                stderr=subprocess.PIPE, env=child_env(), cwd=ROOT)
-        self.addCleanup(self.stop_process, proc)
-        out, err = LineLog(), LineLog()
-        drain(proc.stdout, out)
-        drain(proc.stderr, err)
-        return proc, out, err
-
-    @staticmethod
-    def stop_process(proc):
-        if proc.poll() is None:
-            proc.kill()
-        proc.wait()
-        for stream in (proc.stdin, proc.stdout, proc.stderr):
-            stream.close()
+        client = ClientProcess(self.server.port, *args)
+        self.addCleanup(client.kill)
+        return client
 
     def test_printf_pipe_sends_lines_and_exits_0(self):
         bob = self.peer("bob")
@@ -85,21 +49,21 @@ class PipeClientTest(ClientTestCase):
 
     def test_pipe_prints_what_it_receives_until_input_ends(self):
         bob = self.peer("bob")
-        proc, out, err = self.start_client("--name", "bot")
+        client = self.start_client("--name", "bot")
         bob.expect(r"-- bot joined$")
         bob.send("hi bot")
-        out.expect(r"^\d\d:\d\d <bob> hi bot$")
+        client.expect(r"^\d\d:\d\d <bob> hi bot$")
         bob.send("/msg bot secret")
-        out.expect(r"^\d\d:\d\d \*bob\* secret$")
-        proc.stdin.write(b"thanks\n")
-        proc.stdin.close()
-        self.assertEqual(proc.wait(TIMEOUT), 0)
+        client.expect(r"^\d\d:\d\d \*bob\* secret$")
+        client.send("thanks")
+        code, error = client.finish()
+        self.assertEqual(code, 0)
         bob.expect(r"<bot> thanks$")
-        self.assertEqual(err.text(), "")
+        self.assertEqual(error, "")
 
     def test_many_lines_are_paced_under_the_default_flood_limit(self):
         bob = self.peer("bob")
-        lines = "".join("line %d\n" % i for i in range(70)).encode()
+        lines = "".join("line %d\n" % i for i in range(70))
         rc, out, err = self.run_client("--port", str(self.server.port), "--name", "bot", stdin=lines)
         self.assertEqual(rc, 0, out + err)
         got = [int(bob.expect(r"<bot> line (\d+)$").group(1)) for _ in range(70)]
@@ -111,7 +75,7 @@ class PipeClientTest(ClientTestCase):
         self.peer("bot")
         bob.expect("bot joined")
         rc, out, err = self.run_client("--port", str(self.server.port), "--name", "BOT",
-                                       stdin=b"hi\n")
+                                       stdin="hi\n")
         self.assertEqual(rc, 0, err)
         self.assertRegex(out, r"(?m)^\d\d:\d\d -- BOT is taken; you are BOT-2$")
         self.assertRegex(out, r"welcome, BOT-2!")
@@ -120,7 +84,7 @@ class PipeClientTest(ClientTestCase):
     def test_default_name_is_the_host_name(self):
         bob = self.peer("bob")
         expected = helpers.name_from_hostname(socket.gethostname())
-        rc, out, err = self.run_client("--port", str(self.server.port), stdin=b"hi\n")
+        rc, out, err = self.run_client("--port", str(self.server.port), stdin="hi\n")
         self.assertEqual(rc, 0, err)
         bob.expect(r"<%s(-\d+)?> hi$" % re.escape(expected))
 
@@ -133,7 +97,7 @@ class PipeClientTest(ClientTestCase):
 
     def test_server_not_running(self):
         port = free_port()
-        rc, out, err = self.run_client("--port", str(port), "--name", "bot", stdin=b"hi\n")
+        rc, out, err = self.run_client("--port", str(port), "--name", "bot", stdin="hi\n")
         self.assertEqual(rc, 1)
         self.assertEqual(out, "")
         self.assertEqual(len(err.splitlines()), 1, err)
@@ -145,23 +109,19 @@ class PipeClientTest(ClientTestCase):
         server = self.start_server("--max-line", "16")
         bob = self.peer("bob", server)
         rc, out, err = self.run_client("--port", str(server.port), "--name", "bot",
-                                       stdin=b"short\n" + b"x" * 40 + b"\n")
+                                       stdin="short\n" + "x" * 40 + "\n")
         self.assertEqual(rc, 1, out + err)
         self.assertIn("!! line too long", out)
         bob.expect(r"<bot> short$")
 
     def test_lost_connection_exits_1_even_with_input_still_open(self):
         bob = self.peer("bob")
-        proc, out, err = self.start_client("--name", "bot")
+        client = self.start_client("--name", "bot")
         bob.expect(r"-- bot joined$")
         self.server.kill()
-        try:
-            rc = proc.wait(TIMEOUT)
-        except subprocess.TimeoutExpired:
-            self.fail("client still running after the server died: %r" % out.text())
-        self.assertEqual(rc, 1)
-        out.expect(r"-- connection to the server lost$")
-        self.assertEqual(err.text(), "")
+        self.assertEqual(client.wait(TIMEOUT), 1)
+        client.expect(r"-- connection to the server lost$")
+        self.assertEqual(client.err.text(), "")
 
     def test_version(self):
         rc, out, err = self.run_client("--version")

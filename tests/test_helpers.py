@@ -6,7 +6,7 @@ import tempfile
 import threading
 import unittest
 
-from tests import peers  # noqa: F401  (puts the repository on sys.path)
+from tests import support  # (also puts the repository on sys.path)
 
 import helpers
 from helpers import Action, LineFramer
@@ -327,9 +327,6 @@ class ClientsFileHelpersTest(unittest.TestCase):
     def test_iso_utc(self):
         self.assertEqual(helpers.iso_utc(0), "1970-01-01T00:00:00Z")
         self.assertEqual(helpers.iso_utc(1764096140.9), "2025-11-25T18:42:20Z")
-
-    def test_iso_utc(self):
-        self.assertEqual(helpers.iso_utc(0), "1970-01-01T00:00:00Z")
         self.assertEqual(helpers.iso_utc(1700000000.7), "2023-11-14T22:13:20Z")
 
     def test_format_address(self):
@@ -390,7 +387,7 @@ class ClientsFileHelpersTest(unittest.TestCase):
                     "connected_at": "2024-01-01T00:00:00Z"} for i in range(300)]
             for i in range(100):
                 helpers.write_json_atomic(self.path, big[:(i * 37) % 300])
-            peers.wait_until(lambda: reads[0] > 10, message="reads")
+            support.wait_until(lambda: reads[0] > 10, message="reads")
         finally:
             stop.set()
             thread.join()

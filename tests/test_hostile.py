@@ -22,8 +22,8 @@ import threading
 import time
 import unittest
 
-from tests.support import (CLIENT, TIMEOUT, LineSocket, ServerProcess, proc_fds,
-                           proc_rss_kb, proc_threads, wait_until)
+from tests.support import (TIMEOUT, ClientProcess, Peer, ServerProcess, TerminalClient, child_env,
+                           proc_fds, proc_rss_kb, proc_threads, wait_until)
 
 # What must never reach another client's terminal: C0 controls but the
 # newline, DEL, C1 controls, bidi overrides and isolates, invisible format
@@ -56,23 +56,14 @@ class HostileCase(unittest.TestCase):
         server.base_fds = proc_fds(server.proc.pid)
         return server
 
-    @staticmethod
-    def reap(proc: subprocess.Popen) -> None:
-        if proc.poll() is None:
-            proc.kill()
-        proc.wait()
-        for stream in (proc.stdin, proc.stdout, proc.stderr):
-            if stream:
-                stream.close()
-
-    def connect(self, server: ServerProcess) -> LineSocket:
-        sock = server.connect()
+    def connect(self, server: ServerProcess) -> Peer:
+        sock = server.connect(greet=False)
         self.addCleanup(sock.close)
         self.__dict__.setdefault("opened", []).append(sock)
         return sock
 
-    def joined(self, server: ServerProcess, name: str) -> LineSocket:
-        return self.connect(server).join(name)
+    def joined(self, server: ServerProcess, name: str) -> Peer:
+        return self.connect(server).nick(name)
 
     def names_in_file(self, server: ServerProcess):
         records = read_clients(server.clients_file)
@@ -89,9 +80,9 @@ class HostileCase(unittest.TestCase):
         pid = server.proc.pid
         first = self.joined(server, tag + "a")
         second = self.joined(server, tag + "b")
-        first.line("hello, still here?")
+        first.send("hello, still here?")
         second.expect(r"^\d\d:\d\d <%sa> hello, still here\?$" % tag)
-        second.line("and back")
+        second.send("and back")
         first.expect(r"^\d\d:\d\d <%sb> and back$" % tag)
         # The pair holds one handler thread and one socket each.
         wait_until(lambda: proc_threads(pid) == server.base_threads + 2, 10,
@@ -100,7 +91,7 @@ class HostileCase(unittest.TestCase):
                    "descriptors back to the baseline %d + 2" % server.base_fds)
         wait_until(lambda: self.names_in_file(server) == [tag + "a", tag + "b"], 5,
                    "clients.json to list the pair only")
-        bugs = [line for line in server.log
+        bugs = [line for line in server.log.lines
                 if re.search(r" error \S+ \w+(Error|Exception)\b|server error", line)]
         self.assertEqual(bugs, [], "handler exceptions in the log")
         first.close()
@@ -113,11 +104,11 @@ class InputTest(HostileCase):
         server = self.start_server()
         alice = self.joined(server, "alice")
         bob = self.joined(server, "bob")
-        alice.send_bytes(b"caf\xc3 \xff\xfe ok \xed\xa0\x80 \xf0\x9f\x98\n")
+        alice.sendraw(b"caf\xc3 \xff\xfe ok \xed\xa0\x80 \xf0\x9f\x98\n")
         bob.expect(r"<alice> caf")
         self.assertEqual(bob.raw_lines[-1].split(b"> ", 1)[1],
                          "caf\ufffd \ufffd\ufffd ok \ufffd\ufffd\ufffd \ufffd".encode())
-        alice.line("still here")
+        alice.send("still here")
         bob.expect(r"<alice> still here$")
         self.assert_healthy(server)
 
@@ -143,27 +134,27 @@ class InputTest(HostileCase):
             "separator": ("a\u2028b\u2029c", "a<U+2028>b<U+2029>c"),
         }
         for label, (sent, shown) in sorted(hostile.items()):
-            alice.send_bytes(("%s: %s\n" % (label, sent)).encode())
-            line = bob.expect(r"<alice> %s: " % label)
+            alice.sendraw(("%s: %s\n" % (label, sent)).encode())
+            line = bob.expect(r"<alice> %s: " % label).string
             raw = bob.raw_lines[bob.lines.index(line)]
             self.assertEqual(raw.split(b"> ", 1)[1], ("%s: %s" % (label, shown)).encode(), label)
             self.assertIsNone(UNSAFE.search(line), label)
         # /me and /msg go through the same renderer.
-        alice.send_bytes(b"/me \x1b]0;title\x07waves\n")
-        line = bob.expect(r"\* alice ")
+        alice.sendraw(b"/me \x1b]0;title\x07waves\n")
+        line = bob.expect(r"\* alice ").string
         self.assertTrue(line.endswith("* alice ^[]0;title^Gwaves"), line)
-        alice.send_bytes("/msg bob \x1b[2J\u202eboo\n".encode())
-        line = bob.expect(r"\*alice\* ")
+        alice.sendraw("/msg bob \x1b[2J\u202eboo\n".encode())
+        line = bob.expect(r"\*alice\* ").string
         self.assertTrue(line.endswith("*alice* ^[[2J<U+202E>boo"), line)
         # A name with controls in it is refused, and nobody hears of it.
-        alice.send_bytes(b"/nick ev\x1b[5mil\n")
+        alice.sendraw(b"/nick ev\x1b[5mil\n")
         alice.expect(r"!! invalid name")
-        alice.send_bytes("/nick ev\u202eil\n".encode())
+        alice.sendraw("/nick ev\u202eil\n".encode())
         alice.expect(r"!! invalid name: .* not <$")
-        alice.line("end of names")
+        alice.send("end of names")
         bob.expect(r"<alice> end of names$")
         carol = self.joined(server, "carol")
-        carol.send_bytes(b"/quit \x1b[2J\x07bye\n")
+        carol.sendraw(b"/quit \x1b[2J\x07bye\n")
         bob.expect(r"-- carol left \(quit: \^\[\[2J\^Gbye\)$")
         for line in alice.lines + bob.lines:
             self.assertIsNone(UNSAFE.search(line), line)
@@ -179,10 +170,8 @@ class InputTest(HostileCase):
         listener.listen(1)
         self.addCleanup(listener.close)
         port = listener.getsockname()[1]
-        proc = subprocess.Popen([sys.executable, CLIENT, "--port", str(port), "--name", "x"],
-                                stdin=subprocess.PIPE, stdout=subprocess.PIPE,
-                                stderr=subprocess.PIPE)
-        self.addCleanup(self.reap, proc)
+        client = ClientProcess(port, "--name", "x")
+        self.addCleanup(client.kill)
         listener.settimeout(TIMEOUT)
         conn, _ = listener.accept()
         self.addCleanup(conn.close)
@@ -190,14 +179,13 @@ class InputTest(HostileCase):
         self.assertTrue(conn.recv(100).startswith(b"/nick x"))
         conn.sendall(b"12:00 -- welcome, x! You are alone here.\n"
                      b"12:00 <ev\x1b[31mil> \x1b]0;pwned\x07\x1b[2J\xe2\x80\xaeoops\r\x08\n")
-        proc.stdin.close()      # the piped client sends /quit and waits
+        client.proc.stdin.close()      # the piped client sends /quit and waits
         conn.recv(100)
         conn.close()
-        out = proc.stdout.read()
-        proc.wait(TIMEOUT)
-        self.assertIn(b"12:00 <ev^[[31mil> ^[]0;pwned^G^[[2J<U+202E>oops^M^H\n", out)
-        self.assertNotIn(b"\x1b", out)
-        self.assertNotIn(b"\x07", out)
+        client.wait(TIMEOUT)
+        client.expect(r"^" + re.escape("12:00 <ev^[[31mil> ^[]0;pwned^G^[[2J<U+202E>oops^M^H") + "$")
+        self.assertNotIn("\x1b", client.out.text())
+        self.assertNotIn("\x07", client.out.text())
 
     def test_client_registration_is_not_fooled_by_a_message(self):
         """Another person's message saying 'welcome, x!' is not the server's welcome."""
@@ -205,28 +193,24 @@ class InputTest(HostileCase):
         listener.bind(("127.0.0.1", 0))
         listener.listen(1)
         self.addCleanup(listener.close)
-        proc = subprocess.Popen([sys.executable, CLIENT, "--port",
-                                 str(listener.getsockname()[1]), "--name", "x"],
-                                stdin=subprocess.PIPE, stdout=subprocess.PIPE,
-                                stderr=subprocess.PIPE)
-        self.addCleanup(self.reap, proc)
+        client = ClientProcess(listener.getsockname()[1], "--name", "x")
+        self.addCleanup(client.kill)
         listener.settimeout(TIMEOUT)
         conn, _ = listener.accept()
         self.addCleanup(conn.close)
         conn.settimeout(TIMEOUT)
-        peer = LineSocket.wrap(conn)
+        peer = Peer(None, sock=conn, greet=False)
         peer.expect(r"^/nick x$")
         conn.sendall(b"12:00 <evil> welcome, x! fooled you\n"
                      b"12:00 *evil* name taken: x is already in use\n"
                      b"12:00 !! name taken: x is already in use\n")
         peer.expect(r"^/nick x-2$")
         conn.sendall(b"12:00 -- welcome, x-2! 1 other online.\n")
-        proc.stdin.close()
+        client.proc.stdin.close()
         peer.expect(r"^/quit$")
         conn.close()
-        out = proc.stdout.read()
-        self.assertEqual(proc.wait(TIMEOUT), 0)
-        self.assertIn(b"x is taken; you are x-2", out)
+        self.assertEqual(client.wait(TIMEOUT), 0)
+        self.assertIn("x is taken; you are x-2", client.out.text())
 
     def test_a_50_mb_line_is_refused_with_flat_memory(self):
         server = self.start_server("--max-line", "4096")
@@ -242,16 +226,16 @@ class InputTest(HostileCase):
         for pings in range(1, 51):      # 50 MB, a megabyte at a time, no newline
             big.sock.sendall(chunk)
             asked = time.monotonic()
-            alice.line("ping %d" % pings)       # the room chats meanwhile
+            alice.send("ping %d" % pings)       # the room chats meanwhile
             bob.expect(r"<alice> ping %d$" % pings, start=max(0, len(bob.lines) - 5))
             worst = max(worst, time.monotonic() - asked)
             peak = max(peak, proc_rss_kb(pid))
         elapsed = time.monotonic() - started
-        big.send_bytes(b"\nafter the long line\n")
+        big.sendraw(b"\nafter the long line\n")
         big.expect(r"!! line too long")
         bob.expect(r"<big> after the long line$")
         alice.expect(r"<big> after the long line$")
-        big.line("and one more")
+        big.send("and one more")
         bob.expect(r"<big> and one more$")
         self.assertEqual(len([line for line in big.lines if "line too long" in line]), 1,
                          big.lines)
@@ -288,20 +272,20 @@ class NameAndCommandTest(HostileCase):
         }
         for wanted, why in sorted(refused.items()):
             start = len(bob.lines)
-            bob.send_bytes(("/nick %s\n" % wanted).encode())
-            line = bob.expect(r"!! (invalid name|name taken|usage)", start=start)
+            bob.sendraw(("/nick %s\n" % wanted).encode())
+            line = bob.expect(r"!! (invalid name|name taken|usage)", start=start).string
             if why:
                 self.assertIn(why, line, repr(wanted))
             self.assertIsNone(UNSAFE.search(line), line)
         for usage in ("/nick", "/nick   ", "/nick two words"):
             start = len(bob.lines)
-            bob.line(usage)
+            bob.send(usage)
             bob.expect(r"!! usage: /nick NAME$", start=start)
-        bob.line("/who")
+        bob.send("/who")
         bob.expect(r"-- 2 online: alice, bob$")
-        bob.line("/msg \uff21\uff2c\uff29\uff23\uff25 found you")    # fullwidth ALICE
+        bob.send("/msg \uff21\uff2c\uff29\uff23\uff25 found you")    # fullwidth ALICE
         alice.expect(r"\*bob\* found you$")
-        alice.line("checked")
+        alice.send("checked")
         bob.expect(r"<alice> checked$")
         self.assertFalse([line for line in alice.lines if "known as" in line], alice.lines)
         self.assert_healthy(server)
@@ -327,9 +311,9 @@ class NameAndCommandTest(HostileCase):
         ]
         for text, reply in cases:
             start = len(alice.lines)
-            alice.line(text)
+            alice.send(text)
             alice.expect(r"!! .*" + reply, start=start)
-        alice.line("done")
+        alice.send("done")
         bob.expect(r"<alice> done$")
         self.assertEqual([line for line in bob.lines if "alice" in line and "joined" not in line],
                          [line for line in bob.lines if line.endswith("<alice> done")])
@@ -339,7 +323,7 @@ class NameAndCommandTest(HostileCase):
         server = self.start_server("--rate-limit", "20", "--burst", "100")
         watcher = self.joined(server, "watcher")
         storm = self.joined(server, "storm")
-        storm.send_bytes("".join("/nick n%d\n" % i for i in range(1000)).encode())
+        storm.sendraw("".join("/nick n%d\n" % i for i in range(1000)).encode())
         storm.expect(r"!! flood: \d+ lines? not sent")
         storm.expect(r"-- storm is now known as n\d+")
         # Keep flooding after the warnings: disconnected, with the reason.
@@ -348,14 +332,14 @@ class NameAndCommandTest(HostileCase):
         closed = False
         while not closed and time.monotonic() < deadline:
             try:
-                storm.send_bytes("".join("/nick m%d\n" % (i + j) for j in range(50)).encode())
+                storm.sendraw("".join("/nick m%d\n" % (i + j) for j in range(50)).encode())
             except OSError:
                 break
             i += 50
             readable, _, _ = select.select([storm.sock], [], [], 0.02)
             if readable:
                 try:
-                    closed = not storm._read(1.0)
+                    closed = not storm.receive(1.0)
                 except OSError:
                     break
                 closed = closed or any("disconnected: flooding" in l for l in storm.lines)
@@ -368,7 +352,7 @@ class NameAndCommandTest(HostileCase):
         # The burst, plus what the rate allowed while the storm went on.
         self.assertLessEqual(len(renames), 100 + 20 * 2, len(renames))
         self.assertGreater(len(renames), 0)
-        server.expect_log(r" leave \S+ \S+ flooding$")
+        server.log.expect(r" leave \S+ \S+ flooding$")
         measured("nick storm: %d of 1000 renames went through, %d flood warnings, "
                  "then disconnected" % (len(renames), len(flood_errors)))
         watcher.close()
@@ -395,18 +379,18 @@ class ConnectionTest(HostileCase):
         while dropped_at is None:
             self.assertLess(time.monotonic() - started, TIMEOUT, "stuck reader never dropped")
             batches += 1
-            talker.send(line * 10 + "mark %d\n" % batches)
+            talker.sendraw((line * 10 + "mark %d\n" % batches).encode())
             asked = time.monotonic()
             listener.expect(r"<talker> mark %d$" % batches, start=max(0, len(listener.lines) - 20))
             worst = max(worst, time.monotonic() - asked)
             if any("stuck left (too slow" in l for l in listener.lines[-20:]):
                 dropped_at = time.monotonic()
-        server.expect_log(r" leave stuck 127\.0\.0\.1:\d+ too slow: send queue over 262144 bytes$")
+        server.log.expect(r" leave stuck 127\.0\.0\.1:\d+ too slow: send queue over 262144 bytes$")
         measured("stuck reader dropped %.3f s after the talk began (%d KiB sent to it); "
                  "slowest line to a listener %.3f s" % (dropped_at - started,
                                                         batches * 40, worst))
         self.assertLess(worst, 1.0)
-        talker.line("after the drop")
+        talker.send("after the drop")
         listener.expect(r"<talker> after the drop$")
         talker.close()
         listener.close()
@@ -441,7 +425,7 @@ class ConnectionTest(HostileCase):
         while stormer.is_alive():       # the pair keeps talking throughout
             pings += 1
             asked = time.monotonic()
-            alice.line("ping %d" % pings)
+            alice.send("ping %d" % pings)
             bob.expect(r"<alice> ping %d$" % pings, start=max(0, len(bob.lines) - 5))
             worst = max(worst, time.monotonic() - asked)
             peak_threads = max(peak_threads, proc_threads(pid))
@@ -456,7 +440,7 @@ class ConnectionTest(HostileCase):
         wait_until(lambda: proc_threads(pid) == server.base_threads + 62, 5,
                    "the silent connections to be served")
         asked = time.monotonic()
-        alice.line("among the silent")
+        alice.send("among the silent")
         bob.expect(r"<alice> among the silent$")
         latency = time.monotonic() - asked
         for sock in silent:
@@ -469,7 +453,7 @@ class ConnectionTest(HostileCase):
         self.assertLess(worst, 1.0)
         self.assert_healthy(server)
 
-    def assert_keepalive(self, server: ServerProcess, client: LineSocket) -> None:
+    def assert_keepalive(self, server: ServerProcess, client: Peer) -> None:
         """The kernel probes the server's end of client's connection (half-open peers)."""
         if not shutil.which("ss"):
             return      # iproute2 missing: nothing to look with
@@ -487,7 +471,7 @@ class ConnectionTest(HostileCase):
         deadline = joined_at + 5
         while not any("silent left" in line for line in watcher.lines):
             self.assertLess(time.monotonic(), deadline, "the silent client was never dropped")
-            watcher.line("/who")    # the watcher keeps talking, so stays
+            watcher.send("/who")    # the watcher keeps talking, so stays
             try:
                 watcher.expect(r"silent left", timeout=0.3, start=len(watcher.lines))
             except AssertionError:
@@ -500,8 +484,8 @@ class ConnectionTest(HostileCase):
         self.assertNotIn("watcher left", " ".join(silent.lines + watcher.lines))
         measured("silent client dropped %.2f s after joining (--idle-timeout 1)" % took)
         self.assertGreaterEqual(took, 1.0)
-        watcher.line("still here")
-        watcher.line("/who")
+        watcher.send("still here")
+        watcher.send("/who")
         watcher.expect(r"-- 1 online: watcher$")
         watcher.close()
         # The health check's pair is not idle long enough to be dropped.
@@ -509,7 +493,7 @@ class ConnectionTest(HostileCase):
 
     def test_silent_connections_before_the_password_count_per_address(self):
         server = self.start_server("--max-per-address", "5",
-                                   env=dict(os.environ, BROADCAST_PASSWORD="s3cret"))
+                                   env=child_env(BROADCAST_PASSWORD="s3cret"))
         pid = server.proc.pid
         silent = []
         for _ in range(20):
@@ -530,11 +514,11 @@ class ConnectionTest(HostileCase):
         wait_until(lambda: proc_threads(pid) == server.base_threads + 5, 5,
                    "one thread per waiting connection only")
         # Another host still gets in, and chats.
-        other = LineSocket.wrap(socket.create_connection(
+        other = Peer(None, greet=False, sock=socket.create_connection(
             ("127.0.0.1", server.port), timeout=TIMEOUT, source_address=("127.0.0.2", 0)))
         self.addCleanup(other.close)
-        other.line("/pass s3cret")
-        other.join("other")
+        other.send("/pass s3cret")
+        other.nick("other")
         for sock in silent:
             sock.close()
         wait_until(lambda: proc_threads(pid) == server.base_threads + 1, 5,
@@ -552,9 +536,9 @@ class ConnectionTest(HostileCase):
         newcomer.expect_closed()
         self.assertEqual(len(newcomer.lines), 1, newcomer.lines)
         self.assertRegex(newcomer.lines[0], r"^\d\d:\d\d !! server full$")
-        alice.line("still two")
+        alice.send("still two")
         bob.expect(r"<alice> still two$")
-        server.expect_log(r" refuse 127\.0\.0\.1:\d+ server full$")
+        server.log.expect(r" refuse 127\.0\.0\.1:\d+ server full$")
         bob.close()
         alice.expect(r"-- bob left")
         self.joined(server, "carol")
@@ -567,11 +551,11 @@ class ConnectionTest(HostileCase):
         self.assertEqual(len(third.lines), 1, third.lines)
         self.assertRegex(third.lines[0], r"!! too many connections from your address$")
         # Another host may still come in.
-        other = LineSocket.wrap(socket.create_connection(
+        other = Peer(None, greet=False, sock=socket.create_connection(
             ("127.0.0.1", per_host.port), timeout=TIMEOUT, source_address=("127.0.0.2", 0)))
         self.addCleanup(other.close)
-        other.join("other")
-        first.line("hi")
+        other.nick("other")
+        first.send("hi")
         other.expect(r"<first> hi$")
         second.close()
         first.expect(r"-- second left")
@@ -582,12 +566,10 @@ class ConnectionTest(HostileCase):
 
 class ProcessTest(HostileCase):
 
-    def client_process(self, port: int, name: str, **kwargs) -> subprocess.Popen:
-        proc = subprocess.Popen([sys.executable, CLIENT, "--port", str(port), "--name", name,
-                                 "--no-color"], stdin=subprocess.PIPE, stdout=subprocess.PIPE,
-                                stderr=subprocess.PIPE, **kwargs)
-        self.addCleanup(self.reap, proc)
-        return proc
+    def client_process(self, port: int, name: str) -> ClientProcess:
+        client = ClientProcess(port, "--name", name, "--no-color")
+        self.addCleanup(client.kill)
+        return client
 
     def test_kill_9_of_a_client_then_of_the_server(self):
         server = self.start_server()
@@ -596,7 +578,7 @@ class ProcessTest(HostileCase):
         victim = self.client_process(server.port, "victim")
         alice.expect(r"-- victim joined$")
         killed = time.monotonic()
-        victim.send_signal(signal.SIGKILL)
+        victim.proc.send_signal(signal.SIGKILL)
         alice.expect(r"-- victim left \(connection lost\)$", timeout=1.0)
         measured("kill -9 of a client seen by the others after %.3f s"
                  % (time.monotonic() - killed))
@@ -609,11 +591,11 @@ class ProcessTest(HostileCase):
         alice.expect_closed()
         # The piped client says so and exits, even with its input still open.
         self.assertEqual(piped.wait(5), 1)
-        self.assertIn(b"connection to the server lost", piped.stdout.read())
+        self.assertIn("connection to the server lost", piped.out.text())
         with open(server.clients_file, "wb") as handle:      # left corrupt
             handle.write(b"\x00\xffnot json{[")
-        again = ServerProcess(clients_file=server.clients_file)
-        again.start(port)
+        again = ServerProcess(clients_file=server.clients_file, port=port)
+        again.start()
         self.addCleanup(again.__exit__)
         self.assertEqual(read_clients(again.clients_file), [])
         again.base_threads = server.base_threads
@@ -621,39 +603,23 @@ class ProcessTest(HostileCase):
         self.assert_healthy(again)
 
     def test_interactive_client_reconnects_after_a_server_kill(self):
-        import pty
         server = self.start_server()
         port = server.port
-        master, slave = pty.openpty()
-        self.addCleanup(os.close, master)
-        proc = subprocess.Popen([sys.executable, CLIENT, "--port", str(port), "--name", "x",
-                                 "--no-color"], stdin=slave, stdout=slave, stderr=slave,
-                                env=dict(os.environ, TERM="dumb"))
-        os.close(slave)
-        self.addCleanup(self.reap, proc)
-        seen = []
-
-        def screen() -> str:
-            while select.select([master], [], [], 0)[0]:
-                try:
-                    seen.append(os.read(master, 65536))
-                except OSError:
-                    break
-            return b"".join(seen).decode("utf-8", "replace")
-
+        tty = TerminalClient(port, "--name", "x", "--no-color", env={"TERM": "dumb"})
+        self.addCleanup(tty.close)
         watcher = self.joined(server, "watcher")
-        wait_until(lambda: "welcome, x" in screen(), 5, "the client to join")
+        tty.expect("welcome, x", 5)
         server.proc.send_signal(signal.SIGKILL)
         server.proc.wait()
-        wait_until(lambda: "reconnecting" in screen(), 5, "the client to say it lost the server")
-        again = ServerProcess(clients_file=server.clients_file)
-        again.start(port)
+        tty.expect("reconnecting", 5)
+        again = ServerProcess(clients_file=server.clients_file, port=port)
+        again.start()
         self.addCleanup(again.__exit__)
-        wait_until(lambda: "reconnected as x" in screen(), 10, "the client to reconnect")
+        tty.expect("reconnected as x", 10)
         wait_until(lambda: self.names_in_file(again) == ["x"], 5, "clients.json to list x")
         watcher.close()
         other = self.joined(again, "other")
-        os.write(master, b"back again\r")
+        tty.type("back again\r")
         other.expect(r"<x> back again$")
 
     def test_clients_file_write_failures_are_logged_once_and_healed(self):
@@ -668,31 +634,31 @@ class ProcessTest(HostileCase):
         os.remove(path)
         os.mkdir(path)
         self.joined(server, "p0").close()
-        server.expect_log(r" error cannot write .*clients\.json")
+        server.log.expect(r" error cannot write .*clients\.json")
         bob = self.joined(server, "bob")
-        alice.line("chat carries on")
+        alice.send("chat carries on")
         bob.expect(r"<alice> chat carries on$")
         # Each attempt makes and removes a temporary file in the folder, so
         # the folder's mtime counts the retries: wait for two more.
         stamps = {os.stat(state).st_mtime_ns}
         wait_until(lambda: stamps.add(os.stat(state).st_mtime_ns) or len(stamps) >= 3,
                    5, "the server to retry the write")
-        failures = [line for line in server.log if "cannot write" in line]
+        failures = [line for line in server.log.lines if "cannot write" in line]
         self.assertEqual(len(failures), 1, failures)
         os.rmdir(path)
-        server.expect_log(r"clients\.json is written again")
+        server.log.expect(r"clients\.json is written again")
         wait_until(lambda: self.names_in_file(server) == ["alice", "bob"], 5,
                    "clients.json right again")
         # Its folder taken away: logged once more (a new failure), healed again.
         os.rename(state, state + ".away")
         carol = self.joined(server, "carol")
-        wait_until(lambda: len([line for line in server.log if "cannot write" in line]) == 2,
+        wait_until(lambda: len([line for line in server.log.lines if "cannot write" in line]) == 2,
                    5, "the second failure to be logged")
-        carol.line("hi all")
+        carol.send("hi all")
         alice.expect(r"<carol> hi all$")
         os.mkdir(state)
         wait_until(lambda: self.names_in_file(server) == ["alice", "bob", "carol"], 5, "healed")
-        self.assertEqual(len([line for line in server.log if "cannot write" in line]), 2)
+        self.assertEqual(len([line for line in server.log.lines if "cannot write" in line]), 2)
         self.assert_healthy(server)
 
 

@@ -6,37 +6,18 @@ import os
 import re
 import signal
 import socket
-import subprocess
 import tempfile
 import threading
 import time
 import unittest
 
-from tests.peers import (PYTHON, SERVER, TIMEOUT, Peer, ServerProcess, child_env,
+from tests.support import (TIMEOUT, Peer, ServerProcess, ServerTestCase, run_server,
                            wait_until)
 
 STAMP = r"^\d\d:\d\d "
 
 
-class ServerTestCase(unittest.TestCase):
-    """A server for each test, and peers that are closed afterwards."""
-
-    server_args = ()    # type: tuple
-
-    def setUp(self):
-        self.server = self.start_server(*self.server_args)
-
-    def start_server(self, *args, **kwargs):
-        server = ServerProcess(*args, **kwargs)
-        self.addCleanup(server.__exit__, None, None, None)
-        server.start()
-        return server
-
-    def peer(self, name=None, server=None):
-        peer = Peer((server or self.server).port, name)
-        self.addCleanup(peer.close)
-        return peer
-
+class RoomTestCase(ServerTestCase):
     def room(self, *names):
         """Peers with these names, each having seen the later ones join."""
         peers = []
@@ -52,7 +33,7 @@ class ServerTestCase(unittest.TestCase):
             self.assertNotRegex(line, pattern)
 
 
-class BroadcastTest(ServerTestCase):
+class BroadcastTest(RoomTestCase):
     def test_line_goes_to_every_other_client_not_the_sender(self):
         alice, bob, carol = self.room("alice", "bob", "carol")
         alice.send("hello, everyone")
@@ -95,7 +76,7 @@ class BroadcastTest(ServerTestCase):
         self.assertEqual(got, ["line %d" % i for i in range(50)])
 
 
-class NameTest(ServerTestCase):
+class NameTest(RoomTestCase):
     def test_banner_on_connect(self):
         peer = Peer(self.server.port, greet=False)
         self.addCleanup(peer.close)
@@ -206,7 +187,7 @@ class NameTest(ServerTestCase):
         log.expect(r" leave alicia %s quit: bye$" % re.escape(address))
 
 
-class CommandTest(ServerTestCase):
+class CommandTest(RoomTestCase):
     def test_private_message(self):
         alice, bob, carol = self.room("alice", "bob", "carol")
         alice.send("/msg BOB psst, secret")
@@ -285,7 +266,7 @@ class CommandTest(ServerTestCase):
         self.assertNotSeen("left", alice.sync())
 
 
-class LimitsTest(ServerTestCase):
+class LimitsTest(RoomTestCase):
     server_args = ("--max-line", "64", "--rate-limit", "5", "--burst", "5",
                    "--max-clients", "4")
 
@@ -295,7 +276,7 @@ class LimitsTest(ServerTestCase):
         alice.expect(STAMP + r"!! line too long: 1 line over 64 bytes not sent$")
         alice.send("y" * 64)
         bob.expect(r"<alice> y{64}$")
-        self.assertNotSeen("x", bob.seen)
+        self.assertNotSeen("x", bob.lines)
 
     def test_long_line_without_newline_for_a_long_time(self):
         alice, bob = self.room("alice", "bob")
@@ -304,7 +285,7 @@ class LimitsTest(ServerTestCase):
         alice.expect(r"!! line too long: 1 line over 64 bytes not sent$")
         alice.sendraw(b"zzz\nafter the long one\n")
         bob.expect(r"<alice> after the long one$")
-        self.assertNotSeen("z", bob.seen)
+        self.assertNotSeen("z", bob.lines)
         alice.send("/who")
         lines, _ = alice.collect(r"-- \d+ online")
         self.assertNotSeen("too long", lines)
@@ -356,7 +337,7 @@ class LimitsTest(ServerTestCase):
         self.server.log.expect(r" refuse \S+ server full$")
 
 
-class ConnectionLimitTest(ServerTestCase):
+class ConnectionLimitTest(RoomTestCase):
     server_args = ("--max-per-address", "2")
 
     def test_too_many_from_one_address(self):
@@ -390,7 +371,7 @@ class IPv6Test(unittest.TestCase):
             self.assertEqual(server.clients()[0]["address"], "[::1]:%d" % port)
 
 
-class DeliveryTest(ServerTestCase):
+class DeliveryTest(RoomTestCase):
     """Slow readers, many senders: nobody waits, nothing is lost or reordered."""
 
     server_args = ("--rate-limit", "0", "--queue-limit", "65536")
@@ -442,7 +423,6 @@ class DeliveryTest(ServerTestCase):
                     pass
             self.assertIsNotNone(line, "connection closed after %d lines; server log:\n%s"
                                  % (progress.count, self.server.log.text()[-2000:]))
-            receiver.seen.pop()
             match = regex.match(line)
             if match:
                 self.assertEqual(int(match.group(1)), progress.count)
@@ -519,7 +499,6 @@ class DeliveryTest(ServerTestCase):
                     line = receiver.readline(15)
                     if line is None:
                         break
-                    receiver.seen.pop()
                     if "<s" not in line:
                         continue
                     match = regex.match(line)
@@ -570,7 +549,7 @@ class DeliveryTest(ServerTestCase):
 ISO_UTC = r"^\d{4}-\d\d-\d\dT\d\d:\d\d:\d\dZ$"
 
 
-class ClientsFileTest(ServerTestCase):
+class ClientsFileTest(RoomTestCase):
     def test_content(self):
         before = time.time()
         alice, bob = self.room("alice", "bob")
@@ -670,7 +649,7 @@ class ClientsFileTest(ServerTestCase):
         self.server.wait_clients(lambda r: sorted(x["name"] for x in r) == ["alicia", "bob"])
 
 
-class ShutdownTest(ServerTestCase):
+class ShutdownTest(RoomTestCase):
     def check_shutdown(self, signum):
         alice, bob = self.room("alice", "bob")
         self.server.wait_clients(lambda r: len(r) == 2)
@@ -720,17 +699,10 @@ class ShutdownTest(ServerTestCase):
             socket.create_connection(("127.0.0.1", port), timeout=2).close()
 
 
-def run_server(*args, timeout=10):
+def start_failing(*args):
     """Run a server that should fail at once: (exit code, stdout, stderr)."""
-    proc = subprocess.Popen([PYTHON, SERVER] + list(args), stdin=subprocess.DEVNULL,
-                            stdout=subprocess.PIPE, stderr=subprocess.PIPE, env=child_env())
-    try:
-        out, err = proc.communicate(timeout=timeout)
-    except subprocess.TimeoutExpired:
-        proc.kill()
-        proc.communicate()
-        raise AssertionError("server kept running with %r" % (args,))
-    return proc.returncode, out.decode(), err.decode()
+    result = run_server(*args)
+    return result.returncode, result.stdout, result.stderr
 
 
 class StartupErrorTest(unittest.TestCase):
@@ -754,7 +726,7 @@ class StartupErrorTest(unittest.TestCase):
         holder.bind(("127.0.0.1", 0))
         holder.listen(1)
         port = holder.getsockname()[1]
-        rc, out, err = run_server("--port", str(port), "--clients-file", self.clients_file)
+        rc, out, err = start_failing("--port", str(port), "--clients-file", self.clients_file)
         self.assertNotEqual(rc, 0)
         self.assertEqual(out, "")
         self.assertOneClearLine(err, "port %d" % port, "already in use", "--port")
@@ -767,40 +739,40 @@ class StartupErrorTest(unittest.TestCase):
             holder.listen(1)
         except OSError:
             pass    # something else holds it: just as busy
-        rc, out, err = run_server("--port", "5000", "--clients-file", self.clients_file)
+        rc, out, err = start_failing("--port", "5000", "--clients-file", self.clients_file)
         self.assertNotEqual(rc, 0)
         self.assertOneClearLine(err, "already in use", "AirPlay")
 
     def test_bad_port(self):
         for port in ("70000", "-1"):
-            rc, out, err = run_server("--port", port, "--clients-file", self.clients_file)
+            rc, out, err = start_failing("--port", port, "--clients-file", self.clients_file)
             self.assertNotEqual(rc, 0)
             self.assertOneClearLine(err, "bad port " + port)
         self.assertFalse(os.path.exists(self.clients_file))
 
     def test_clients_file_is_a_directory(self):
         os.mkdir(self.clients_file)
-        rc, out, err = run_server("--port", "0", "--clients-file", self.clients_file)
+        rc, out, err = start_failing("--port", "0", "--clients-file", self.clients_file)
         self.assertNotEqual(rc, 0)
         self.assertOneClearLine(err, self.clients_file, "directory")
 
     def test_clients_file_in_a_missing_folder(self):
         path = os.path.join(self.folder, "missing", "clients.json")
-        rc, out, err = run_server("--port", "0", "--clients-file", path)
+        rc, out, err = start_failing("--port", "0", "--clients-file", path)
         self.assertNotEqual(rc, 0)
         self.assertOneClearLine(err, path, "does not exist")
 
     def test_unknown_host(self):
-        rc, out, err = run_server("--host", "192.0.2.123", "--port", "0",
+        rc, out, err = start_failing("--host", "192.0.2.123", "--port", "0",
                                   "--clients-file", self.clients_file)
         self.assertNotEqual(rc, 0)
         self.assertOneClearLine(err, "192.0.2.123")
 
     def test_version_and_help(self):
-        rc, out, err = run_server("--version")
+        rc, out, err = start_failing("--version")
         self.assertEqual(rc, 0)
         self.assertRegex(out + err, r"server\.py \d+\.\d+\.\d+")
-        rc, out, err = run_server("--help")
+        rc, out, err = start_failing("--help")
         self.assertEqual(rc, 0)
         for option in ("--host", "--port", "--clients-file", "--max-clients", "--queue-limit",
                        "--rate-limit", "--max-line", "--version"):

@@ -18,8 +18,8 @@ import time
 import unittest
 from typing import List, Optional, Set
 
-from tests.support import (TIMEOUT, ClientProcess, LineSocket, ServerProcess, TlsLineSocket,
-                           run_client, run_server, wait_until)
+from tests.support import (TIMEOUT, ClientProcess, Peer, ServerProcess, child_env, run_client,
+                           run_server, tls_peer, wait_until)
 
 HERE = os.path.dirname(os.path.abspath(__file__))
 CERT = os.path.join(HERE, "test_cert.pem")
@@ -28,14 +28,6 @@ OTHER_CERT = os.path.join(HERE, "other_cert.pem")     # for example.org only
 OTHER_KEY = os.path.join(HERE, "other_key.pem")
 TLS_ARGS = ("--tls-cert", CERT, "--tls-key", KEY)
 SECRET = "correct horse"
-
-
-def clean_env(**extra: str) -> dict:
-    """This environment without a room password, plus extra."""
-    env = dict(os.environ)
-    env.pop("BROADCAST_PASSWORD", None)
-    env.update(extra)
-    return env
 
 
 def trusting(cafile: str = CERT) -> ssl.SSLContext:
@@ -90,23 +82,23 @@ class TlsServerTest(ClearError, unittest.TestCase):
 
     @classmethod
     def setUpClass(cls) -> None:
-        cls.server = ServerProcess(*TLS_ARGS, env=clean_env()).start()
+        cls.server = ServerProcess(*TLS_ARGS, env=child_env()).start()
 
     @classmethod
     def tearDownClass(cls) -> None:
         cls.server.__exit__(None, None, None)
 
-    def tls_socket(self, context: Optional[ssl.SSLContext] = None) -> TlsLineSocket:
-        sock = TlsLineSocket(self.server.port, context or trusting())
+    def tls_socket(self, context: Optional[ssl.SSLContext] = None) -> Peer:
+        sock = tls_peer(self.server.port, context or trusting(), greet=False)
         self.addCleanup(sock.close)
         return sock
 
     def client(self, *args: str, stdin: str = ""):
-        return run_client(self.server.port, *args, stdin=stdin, env=clean_env())
+        return run_client(self.server.port, *args, stdin=stdin, env=child_env())
 
     def test_official_clients_chat_over_tls(self) -> None:
         alice = ClientProcess(self.server.port, "--cafile", CERT, "--name", "alice",
-                              "--no-reconnect", env=clean_env())
+                              "--no-reconnect", env=child_env())
         self.addCleanup(alice.kill)
         alice.expect(r"-- welcome, alice!")
         bob = self.client("--cafile", CERT, "--name", "bob", stdin="hello over tls\n")
@@ -116,18 +108,18 @@ class TlsServerTest(ClearError, unittest.TestCase):
         alice.send("and back")
         code, error = alice.finish()
         self.assertEqual((code, error), (0, ""))
-        self.server.expect_log(r"join bob ")
+        self.server.log.expect(r"join bob ")
 
     def test_raw_tls_sockets_chat(self) -> None:
-        carol = self.tls_socket().join("carol")
-        dave = self.tls_socket().join("dave")
-        carol.line("hi dave, this is encrypted")
+        carol = self.tls_socket().nick("carol")
+        dave = self.tls_socket().nick("dave")
+        carol.send("hi dave, this is encrypted")
         dave.expect(r"<carol> hi dave, this is encrypted$")
-        dave.line("/msg carol psst")
+        dave.send("/msg carol psst")
         carol.expect(r"\*dave\* psst$")
 
     def test_lines_that_come_with_the_end_of_the_handshake(self) -> None:
-        uma = self.tls_socket().join("uma")
+        uma = self.tls_socket().nick("uma")
         eager = send_with_handshake_end(self.server.port, "/nick eager\nin the same piece\n")
         self.addCleanup(eager.close)
         uma.expect(r"<eager> in the same piece$")
@@ -135,14 +127,14 @@ class TlsServerTest(ClearError, unittest.TestCase):
     def test_plain_client_at_tls_server(self) -> None:
         result = self.client("--name", "plain")
         self.assertClearError(result, "--tls")
-        self.server.expect_log(r"refuse \S+ TLS handshake failed: the other side does not speak TLS")
-        raw = LineSocket(self.server.port)
+        self.server.log.expect(r"refuse \S+ TLS handshake failed: the other side does not speak TLS")
+        raw = Peer(self.server.port, greet=False)
         self.addCleanup(raw.close)
-        raw.line("/nick rawplain")
+        raw.send("/nick rawplain")
         raw.expect_closed()
         self.assertEqual([line for line in raw.lines if line], [])
         # The server carries on.
-        self.tls_socket().join("after-plain")
+        self.tls_socket().nick("after-plain")
 
     def test_certificate_not_trusted(self) -> None:
         cases = [("--tls",), ("--cafile", OTHER_CERT)]
@@ -164,9 +156,9 @@ class TlsServerTest(ClearError, unittest.TestCase):
             sock = socket.create_connection(("127.0.0.1", self.server.port))
             self.addCleanup(sock.close)
             stalled.append(sock)
-        erin = self.tls_socket().join("erin")
-        frank = self.tls_socket().join("frank")
-        erin.line("nobody waits for the silent ones")
+        erin = self.tls_socket().nick("erin")
+        frank = self.tls_socket().nick("frank")
+        erin.send("nobody waits for the silent ones")
         frank.expect(r"<erin> nobody waits for the silent ones$")
         result = self.client("--cafile", CERT, "--name", "grace", stdin="me neither\n")
         self.assertEqual(result.returncode, 0, result.stderr)
@@ -177,7 +169,7 @@ class TlsServerTest(ClearError, unittest.TestCase):
                 sock.recv(1)
 
     def test_clients_file_is_for_its_owner_only(self) -> None:
-        self.tls_socket().join("henry")
+        self.tls_socket().nick("henry")
         path = self.server.clients_file
 
         def has_henry() -> bool:
@@ -186,7 +178,7 @@ class TlsServerTest(ClearError, unittest.TestCase):
                     return any(record["name"] == "henry" for record in json.load(handle))
             except (OSError, ValueError):
                 return False
-        wait_until(has_henry, what="henry in clients.json")
+        wait_until(has_henry, message="henry in clients.json")
         self.assertEqual(stat.S_IMODE(os.stat(path).st_mode), 0o600)
 
 
@@ -194,12 +186,12 @@ class OtherNameTest(ClearError, unittest.TestCase):
 
     def test_certificate_for_another_name(self) -> None:
         with ServerProcess("--tls-cert", OTHER_CERT, "--tls-key", OTHER_KEY,
-                           env=clean_env()) as server:
+                           env=child_env()) as server:
             result = run_client(server.port, "--cafile", OTHER_CERT, "--name", "vic",
-                                env=clean_env())
+                                env=child_env())
             self.assertClearError(result, "TLS handshake failed", "certificate", "--host")
             result = run_client(server.port, "--cafile", OTHER_CERT, "--insecure",
-                                "--name", "vic", env=clean_env())
+                                "--name", "vic", env=child_env())
             self.assertEqual(result.returncode, 0, result.stderr)
             self.assertIn("-- welcome, vic!", result.stdout)
 
@@ -210,16 +202,16 @@ class PlainServerTest(ClearError, unittest.TestCase):
         in_parallel(self.check_tls_client_at_plain_server, [(None,), (SECRET,)])
 
     def check_tls_client_at_plain_server(self, password: str) -> None:
-        env = clean_env() if password is None else clean_env(BROADCAST_PASSWORD=password)
+        env = child_env() if password is None else child_env(BROADCAST_PASSWORD=password)
         with ServerProcess(env=env) as server:
             result = run_client(server.port, "--cafile", CERT, "--name", "tlsy", env=env)
             self.assertClearError(result, "TLS handshake failed", "does not speak TLS")
-            server.expect_log(r"\S+ spoke TLS to a server without TLS")
-            raw = server.connect()
+            server.log.expect(r"\S+ spoke TLS to a server without TLS")
+            raw = server.connect(greet=False)
             try:
                 if password is not None:
-                    raw.line("/pass " + password)
-                raw.join("plainly")     # the server carries on
+                    raw.send("/pass " + password)
+                raw.nick("plainly")     # the server carries on
             finally:
                 raw.close()
 
@@ -233,7 +225,7 @@ class PasswordTest(ClearError, unittest.TestCase):
 
     @classmethod
     def setUpClass(cls) -> None:
-        cls.server = ServerProcess(env=clean_env())
+        cls.server = ServerProcess(env=child_env())
         cls.secret_file = write_file(cls.server.folder, "secret", SECRET)
         cls.wrong_file = write_file(cls.server.folder, "wrong", "incorrect horse")
         cls.server.args += ["--password-file", cls.secret_file]
@@ -243,14 +235,14 @@ class PasswordTest(ClearError, unittest.TestCase):
     def tearDownClass(cls) -> None:
         cls.server.__exit__(None, None, None)
 
-    def member(self, name: str) -> LineSocket:
-        sock = self.server.connect()
+    def member(self, name: str) -> Peer:
+        sock = self.server.connect(greet=False)
         self.addCleanup(sock.close)
-        sock.line("/pass " + SECRET)
-        return sock.join(name)
+        sock.send("/pass " + SECRET)
+        return sock.nick(name)
 
     def count_log(self, refusal: str) -> int:
-        return sum(1 for line in list(self.server.log) if re.search(r"refuse \S+ " + refusal, line))
+        return sum(1 for line in self.server.log.lines if re.search(r"refuse \S+ " + refusal, line))
 
     def clients_file_addresses(self) -> Set[str]:
         try:
@@ -262,16 +254,16 @@ class PasswordTest(ClearError, unittest.TestCase):
     def test_password_file_on_both_sides(self) -> None:
         ivy = self.member("ivy")
         result = run_client(self.server.port, "--password-file", self.secret_file,
-                            "--name", "jack", stdin="the password worked\n", env=clean_env())
+                            "--name", "jack", stdin="the password worked\n", env=child_env())
         self.assertEqual(result.returncode, 0, result.stderr)
         self.assertIn("-- welcome, jack!", result.stdout)
         ivy.expect(r"<jack> the password worked$")
 
     def test_raw_pass_first_line(self) -> None:
         kate = self.member("kate")
-        nc = self.server.connect()
+        nc = self.server.connect(greet=False)
         self.addCleanup(nc.close)
-        nc.send("/pass %s\r\n/nick leo\nsent with the password\n" % SECRET)
+        nc.sendraw(("/pass %s\r\n/nick leo\nsent with the password\n" % SECRET).encode())
         nc.expect(r"-- welcome, leo!")
         kate.expect(r"<leo> sent with the password$")
 
@@ -283,14 +275,14 @@ class PasswordTest(ClearError, unittest.TestCase):
                 mia = self.member("mia" if args else "mia2")
                 refusals = self.count_log(logged)
                 result = run_client(self.server.port, "--name", "nemo", *args,
-                                    stdin="should never arrive\n", env=clean_env())
+                                    stdin="should never arrive\n", env=child_env())
                 self.assertClearError(result, *words)
                 self.assertNotIn("welcome", result.stdout)
-                wait_until(lambda: self.count_log(logged) > refusals, what="a refusal logged")
-                mia.line("/who")
-                self.assertNotIn("nemo", mia.expect(r"-- \d+ online: "))
+                wait_until(lambda: self.count_log(logged) > refusals, message="a refusal logged")
+                mia.send("/who")
+                self.assertNotIn("nemo", mia.expect(r"-- \d+ online: ").string)
                 self.assertFalse([line for line in mia.lines if "nemo" in line or "never" in line])
-                mia.line("/quit")
+                mia.send("/quit")
                 mia.expect_closed()
 
     def test_refused_raw_client_never_joins_hears_or_speaks(self) -> None:
@@ -311,20 +303,20 @@ class PasswordTest(ClearError, unittest.TestCase):
                 watching.wait(0.01)     # polling interval
         watcher = threading.Thread(target=watch_clients_file, daemon=True)
         watcher.start()
-        intruder = self.server.connect()
+        intruder = self.server.connect(greet=False)
         self.addCleanup(intruder.close)
         address = "%s:%d" % intruder.sock.getsockname()[:2]
-        olga.line("said while the stranger waits")
+        olga.send("said while the stranger waits")
         paul.expect(r"<olga\d> said while the stranger waits$")
-        intruder.send(first + "\n/nick intruder\nintruder speaks\n")
-        olga.line("said while the stranger is refused")
+        intruder.sendraw((first + "\n/nick intruder\nintruder speaks\n").encode())
+        olga.send("said while the stranger is refused")
         intruder.expect(r"!! (wrong password|password needed)")
         intruder.expect_closed()
-        self.server.expect_log(r"refuse %s %s" % (re.escape(address), logged))
-        olga.line("fence")
+        self.server.log.expect(r"refuse %s %s" % (re.escape(address), logged))
+        olga.send("fence")
         paul.expect(r"<olga\d> fence$")
-        olga.line("/who")
-        self.assertNotIn("intruder", olga.expect(r"-- \d+ online: "))
+        olga.send("/who")
+        self.assertNotIn("intruder", olga.expect(r"-- \d+ online: ").string)
         watching.set()
         watcher.join()
         seen.update(self.clients_file_addresses())
@@ -332,23 +324,23 @@ class PasswordTest(ClearError, unittest.TestCase):
         self.assertFalse([line for line in intruder.lines if "said while" in line or "<" in line])
         for member in (olga, paul):
             self.assertFalse([line for line in member.lines if "intruder" in line])
-        mentions = [line for line in self.server.log if address in line]
+        mentions = [line for line in self.server.log.lines if address in line]
         self.assertEqual(len(mentions), 1, mentions)
         self.assertIn("refuse", mentions[0])
         for member in (olga, paul):
-            member.line("/quit")
+            member.send("/quit")
             member.expect_closed()
 
 
 class PasswordFromEnvironmentTest(ClearError, unittest.TestCase):
 
     def test_environment_on_both_sides_with_tls(self) -> None:
-        env = clean_env(BROADCAST_PASSWORD=SECRET)
+        env = child_env(BROADCAST_PASSWORD=SECRET)
         with ServerProcess(*TLS_ARGS, env=env) as server:
-            quinn = TlsLineSocket(server.port, trusting())
+            quinn = tls_peer(server.port, trusting(), greet=False)
             self.addCleanup(quinn.close)
-            quinn.line("/pass " + SECRET)
-            quinn.join("quinn")
+            quinn.send("/pass " + SECRET)
+            quinn.nick("quinn")
             result = run_client(server.port, "--cafile", CERT, "--name", "rosa",
                                 stdin="from the environment\n", env=env)
             self.assertEqual(result.returncode, 0, result.stderr)
@@ -357,38 +349,38 @@ class PasswordFromEnvironmentTest(ClearError, unittest.TestCase):
             self.addCleanup(eager.close)
             quinn.expect(r"<eager> fast$")
             result = run_client(server.port, "--cafile", CERT, "--name", "sam",
-                                env=clean_env(BROADCAST_PASSWORD="not it"))
+                                env=child_env(BROADCAST_PASSWORD="not it"))
             self.assertClearError(result, "wrong password")
 
 
 class ThrottleTest(unittest.TestCase):
 
     def test_repeated_failures_get_slower(self) -> None:
-        with ServerProcess(env=clean_env(BROADCAST_PASSWORD=SECRET)) as server:
+        with ServerProcess(env=child_env(BROADCAST_PASSWORD=SECRET)) as server:
             durations = []  # type: List[float]
             for _ in range(3):
-                sock = server.connect()
+                sock = server.connect(greet=False)
                 self.addCleanup(sock.close)
                 start = time.monotonic()
-                sock.line("/pass guess")
+                sock.send("/pass guess")
                 sock.expect(r"!! wrong password")
                 durations.append(time.monotonic() - start)
                 sock.expect_closed()
             # The server waits 0.25 s, then 0.5 s, then 1 s: leave wide margins.
             self.assertGreater(durations[2], durations[0] + 0.3, durations)
-            sock = server.connect()
+            sock = server.connect(greet=False)
             self.addCleanup(sock.close)
-            sock.line("/pass " + SECRET)
-            sock.join("tina")
+            sock.send("/pass " + SECRET)
+            sock.nick("tina")
 
 
 class StartupTest(ClearError, unittest.TestCase):
 
     def start_stop(self, *args: str, env: dict = None) -> str:
         """Start a server, stop it, return what it wrote on stderr."""
-        with ServerProcess(*args, env=env or clean_env()) as server:
+        with ServerProcess(*args, env=env or child_env()) as server:
             self.assertEqual(server.stop(), 0)
-            return server.stderr()
+            return server.errors.text()
 
     def test_open_to_the_network_without_protection_warns(self) -> None:
         error = self.start_stop("--host", "0.0.0.0")
@@ -398,7 +390,7 @@ class StartupTest(ClearError, unittest.TestCase):
                                    r"TLS or a password")
 
     def test_no_warning_with_a_password_or_tls_or_on_loopback(self) -> None:
-        password = clean_env(BROADCAST_PASSWORD=SECRET)
+        password = child_env(BROADCAST_PASSWORD=SECRET)
         errors = in_parallel(lambda *args: self.start_stop(*args[1:], env=args[0]),
                              [(password, "--host", "0.0.0.0"),
                               (None, "--host", "0.0.0.0") + TLS_ARGS,
@@ -414,7 +406,7 @@ class StartupTest(ClearError, unittest.TestCase):
             (("--tls-key", KEY), ("--tls-cert and --tls-key go together",)),
             (("--tls-cert", CERT, "--tls-key", OTHER_CERT), ("cannot use the TLS certificate",)),
         )
-        results = in_parallel(lambda *args: run_server(*args, env=clean_env()),
+        results = in_parallel(lambda *args: run_server(*args, env=child_env()),
                               [args for args, _ in cases])
         for (args, words), result in zip(cases, results):
             with self.subTest(args=args):
