@@ -7,7 +7,7 @@ import subprocess
 import unittest
 
 from tests.support import (CLIENT, PYTHON, ROOT, TIMEOUT, ClientProcess, ServerTestCase,
-                           TerminalClient, child_env, free_port, run_client)
+                           TerminalClient, child_env, client_command, free_port, run_client)
 
 import helpers
 
@@ -128,6 +128,26 @@ class PipeClientTest(ClientTestCase):
         self.assertEqual(rc, 0)
         self.assertRegex(out + err, r"client\.py \d+\.\d+\.\d+")
 
+    def test_bytes_that_are_not_utf8_are_sent_and_do_not_stop_the_client(self):
+        bob = self.peer("bob")
+        command = client_command(self.server.port, ("--name", "bot"))
+        proc = subprocess.run(command, input=b"hello\n\xff\xfe bad\nafter\n",
+                              stdout=subprocess.PIPE, stderr=subprocess.PIPE, cwd=ROOT,
+                              env=child_env(LC_ALL="C"), timeout=15)
+        self.assertEqual(proc.returncode, 0, proc.stderr)
+        self.assertEqual(proc.stderr, b"")
+        bob.expect(r"<bot> hello$")
+        bob.expect(r"<bot> \ufffd\ufffd bad$")     # shown by the server as U+FFFD
+        bob.expect(r"<bot> after$")
+
+    def test_a_full_server_says_so(self):
+        server = self.start_server("--max-clients", "1")
+        bob = self.peer("bob", server=server)
+        code, out, err = self.run_client("--port", str(server.port), "--name", "late")
+        self.assertEqual(code, 1)
+        self.assertEqual(err.strip(), "client.py: error: server full")
+        bob.sync()
+
 
 class TerminalClientTest(ClientTestCase):
     def terminal(self, *args, port=None, env=None):
@@ -157,6 +177,15 @@ class TerminalClientTest(ClientTestCase):
         tty.wait_reading()      # the next prompt, or ^D lands between two
         tty.type("\x04")
         self.assertEqual(tty.wait(), 0)
+
+    def test_the_prompt_follows_a_rename(self):
+        bob = self.peer("bob")
+        tty = self.joined(bob, "--no-color")
+        tty.type("/nick tyler\r")
+        bob.expect(r"-- tty is now known as tyler$")
+        tty.wait_reading()
+        tty.type("x")
+        tty.expect(r"tyler> x")
 
     def test_prompt_is_shown_once_at_start(self):
         bob = self.peer("bob")

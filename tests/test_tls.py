@@ -18,8 +18,9 @@ import time
 import unittest
 from typing import List, Optional, Set
 
-from tests.support import (TIMEOUT, ClientProcess, Peer, ServerProcess, child_env, run_client,
-                           run_server, tls_peer, wait_until)
+import helpers
+from tests.support import (TIMEOUT, ClientProcess, Peer, ServerProcess, child_env, proc_threads,
+                           run_client, run_server, tls_peer, wait_until)
 
 HERE = os.path.dirname(os.path.abspath(__file__))
 CERT = os.path.join(HERE, "test_cert.pem")
@@ -267,6 +268,16 @@ class PasswordTest(ClearError, unittest.TestCase):
         nc.expect(r"-- welcome, leo!")
         kate.expect(r"<leo> sent with the password$")
 
+    def test_pass_is_read_like_other_commands(self) -> None:
+        kate = self.member("kate2")
+        nc = self.server.connect(greet=False)
+        self.addCleanup(nc.close)
+        nc.sendraw(("/PASS  %s\n/nick leo2\nin with capitals\n" % SECRET).encode())
+        nc.expect(r"-- welcome, leo2!")
+        kate.expect(r"<leo2> in with capitals$")
+        nc.send("/pass again")      # once in, /pass is harmless
+        nc.expect(r"-- you are in: /pass is needed only as the first line")
+
     def test_official_client_with_wrong_or_no_password(self) -> None:
         for args, words, logged in ((("--password-file", self.wrong_file), ("wrong password",),
                                      "wrong password"),
@@ -372,6 +383,33 @@ class ThrottleTest(unittest.TestCase):
             self.addCleanup(sock.close)
             sock.send("/pass " + SECRET)
             sock.nick("tina")
+
+
+class HandshakeLimitTest(unittest.TestCase):
+    def test_connections_still_handshaking_count_against_max_clients(self) -> None:
+        with ServerProcess("--max-clients", "2", *TLS_ARGS, env=child_env()) as server:
+            base = proc_threads(server.proc.pid)
+            silent = [socket.create_connection(("127.0.0.1", server.port), timeout=TIMEOUT)
+                      for _ in range(2)]
+            for sock in silent:
+                self.addCleanup(sock.close)
+            # Their handler threads are up (and counted at once as they start).
+            wait_until(lambda: proc_threads(server.proc.pid) >= base + 2)
+            late = socket.create_connection(("127.0.0.1", server.port), timeout=TIMEOUT)
+            self.addCleanup(late.close)
+            server.log.expect(r"refuse \S+ server full \(before joining\)")
+            late.settimeout(TIMEOUT)
+            self.assertEqual(late.recv(100), b"")     # closed, without a word it could read
+
+    def test_the_handshake_has_one_deadline(self) -> None:
+        ours, theirs = socket.socketpair()
+        self.addCleanup(ours.close)
+        self.addCleanup(theirs.close)
+        codec = helpers.TlsCodec(trusting(), server_side=False, server_hostname="localhost")
+        started = time.monotonic()
+        with self.assertRaises((TimeoutError, socket.timeout)):     # one class from 3.10
+            helpers.tls_handshake(ours, codec, deadline=started + 0.2)   # nobody answers
+        self.assertLess(time.monotonic() - started, 5)
 
 
 class StartupTest(ClearError, unittest.TestCase):
