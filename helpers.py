@@ -170,9 +170,22 @@ def sanitize(text: str) -> str:
 # Names
 
 
+# Cyrillic and Greek letters drawn like Latin ones (after casefold): a name
+# spelled with them is the same name as the Latin one, so "\u0430lice"
+# cannot pass for "alice".
+_LOOKALIKES = str.maketrans({
+    "\u0430": "a", "\u0435": "e", "\u0456": "i", "\u0458": "j", "\u043e": "o",
+    "\u0440": "p", "\u0441": "c", "\u0443": "y", "\u0445": "x", "\u0455": "s",
+    "\u0501": "d", "\u04bb": "h", "\u04cf": "l", "\u051b": "q", "\u051d": "w",
+    "\u03b1": "a", "\u03bf": "o", "\u03c1": "p", "\u03b9": "i", "\u03ba": "k",
+    "\u03bd": "v", "\u03c5": "u", "\u03c7": "x",
+})
+
+
 def name_key(name: str) -> str:
-    """The form in which two names are the same name."""
-    return unicodedata.normalize("NFKC", name).casefold()
+    """The form in which two names are the same name: compatibility forms,
+    case, and Cyrillic or Greek look-alikes of Latin letters folded."""
+    return unicodedata.normalize("NFKC", name).casefold().translate(_LOOKALIKES)
 
 
 def check_name(name: str) -> Tuple[Optional[str], Optional[str]]:

@@ -173,6 +173,12 @@ class NameTest(unittest.TestCase):
     def test_nfkc_normalised(self):
         self.assertEqual(helpers.check_name("\uff21\uff4c\uff49\uff43\uff45"), ("Alice", None))
 
+    def test_name_key_folds_cyrillic_and_greek_lookalikes(self):
+        key = helpers.name_key("alice")
+        for same in ("\u0430lice", "ali\u0441e", "Al\u0399ce", "\u0410LICE"):
+            self.assertEqual(helpers.name_key(same), key, same)
+        self.assertNotEqual(helpers.name_key("\u0434\u0438\u043c\u0430"), key)   # a real Cyrillic name stays itself
+
     def test_name_key_makes_case_and_nfkc_duplicates_equal(self):
         key = helpers.name_key("alice")
         for same in ("Alice", "ALICE", "\uff21\uff4c\uff49\uff43\uff45", "aLiCe"):
