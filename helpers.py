@@ -202,7 +202,7 @@ def check_name(name: str) -> Tuple[Optional[str], Optional[str]]:
                           "not %s" % shown)
     if not name[0].isalnum():
         return None, "a name starts with a letter or a digit"
-    if name.casefold() in RESERVED_NAMES:
+    if name_key(name) in RESERVED_NAMES:
         return None, "the name %s is reserved" % name
     return name, None
 

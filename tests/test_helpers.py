@@ -178,6 +178,7 @@ class NameTest(unittest.TestCase):
         for same in ("\u0430lice", "ali\u0441e", "Al\u0399ce", "\u0410LICE"):
             self.assertEqual(helpers.name_key(same), key, same)
         self.assertNotEqual(helpers.name_key("\u0434\u0438\u043c\u0430"), key)   # a real Cyrillic name stays itself
+        self.assertIsNone(helpers.check_name("\u0430dmin")[0])      # nor a reserved one
 
     def test_name_key_makes_case_and_nfkc_duplicates_equal(self):
         key = helpers.name_key("alice")
