@@ -237,6 +237,7 @@ class Peer:
         self.syncs = 0
         self.counting = False
         self.lines = 0
+        self.nbytes = 0             # bytes received while counting
         self.last = 0
         # sending
         self.out = b""
@@ -331,6 +332,7 @@ def fanout_worker(conn, spec):
                         p.dup[sid] = p.dup.get(sid, 0) + 1
         else:
             p.lines += data.count(b"\n")
+            p.nbytes += len(data)
             p.starts += data.count(b"D")   # one per data line, more if mangled
         p.last = t
 
@@ -503,7 +505,7 @@ def fanout_worker(conn, spec):
 def summarize(peers, expected, nsenders):
     """Totals of a worker's clients, small enough to pickle cheaply."""
     total = sum(expected.values())
-    out = {"delivered": 0, "expected": 0, "last": 0, "lat": [],
+    out = {"delivered": 0, "expected": 0, "last": 0, "lat": [], "bytes": 0,
            "checked": 0, "lost": {}, "dup": {}, "ooo": {}, "mangled": 0,
            "count_missing": 0, "count_extra": 0, "count_mangled": 0}
     for p in peers:
@@ -523,6 +525,7 @@ def summarize(peers, expected, nsenders):
                 out["dup"][sid] = out["dup"].get(sid, 0) + p.dup.get(sid, 0)
                 out["ooo"][sid] = out["ooo"].get(sid, 0) + p.ooo.get(sid, 0)
         else:
+            out["bytes"] += p.nbytes
             out["count_mangled"] += max(0, p.starts - p.lines)
             if p.lines < want:
                 out["count_missing"] += want - p.lines
@@ -803,11 +806,11 @@ def run_fanout(target, mode, nclients, nsenders, duration, rate=0, stuck=0,
             w.close()
     agg = {"delivered": 0, "expected": 0, "last": 0, "lat": [], "lost": 0, "dup": 0,
            "ooo": 0, "mangled": 0, "count_missing": 0, "count_extra": 0, "count_mangled": 0,
-           "checked": 0}
+           "checked": 0, "bytes": 0}
     per_sender = {}
     for _, r, _, _ in results:
         for k in ("delivered", "expected", "mangled", "count_missing", "count_extra",
-                  "count_mangled", "checked"):
+                  "count_mangled", "checked", "bytes"):
             agg[k] += r[k]
         agg["last"] = max(agg["last"], r["last"])
         agg["lat"].extend(r["lat"])
@@ -822,6 +825,7 @@ def run_fanout(target, mode, nclients, nsenders, duration, rate=0, stuck=0,
         "target": target.kind, "mode": mode, "clients": nclients, "senders": nsenders,
         "sent": sent, "unsent": unsent, "delivered": agg["delivered"], "expected": agg["expected"],
         "span": span, "rate": agg["delivered"] / span if agg["last"] else 0.0,
+        "bytes_rate": agg["bytes"] / span if agg["last"] else 0.0,
         "lost": agg["lost"], "dup": agg["dup"], "ooo": agg["ooo"], "mangled": agg["mangled"],
         "count_missing": agg["count_missing"], "count_extra": agg["count_extra"],
         "count_mangled": agg["count_mangled"],
@@ -1050,6 +1054,8 @@ def main(argv=None):
             results["flat"] = out
             o, n = out.get("ours", {}), out.get("ncat", {})
             report.row("flat-out", "delivered lines/s", o.get("rate"), n.get("rate"), "%.0f")
+            mb = lambda r: r["bytes_rate"] / 1e6 if r.get("bytes_rate") is not None else None
+            report.row("flat-out", "delivered MB/s (count-only clients)", mb(o), mb(n), "%.0f")
             report.row("flat-out", "lost+dup+ooo+mangled", sum(o.get(k, 0) for k in ("lost_total", "dup_total", "ooo", "mangled_total")) if o.get("sent") else None,
                        sum(n.get(k, 0) for k in ("lost_total", "dup_total", "ooo", "mangled_total")) if n.get("sent") else None, "%d", "low")
             report.row("flat-out", "server CPU us/line", o.get("cpu_us_per_line"), n.get("cpu_us_per_line"), "%.4f", "low")
