@@ -553,6 +553,17 @@ class TlsCodec:
             return self.outgoing.read()
 
 
+def recv_before(sock: Any, size: int, deadline: Optional[float], what: str) -> bytes:
+    """sock.recv(size), over by deadline (a time.monotonic() value, or None
+    for the socket's own timeout); TimeoutError "what took too long" if not."""
+    if deadline is not None:
+        left = deadline - time.monotonic()
+        if left <= 0:
+            raise TimeoutError("%s took too long" % what)
+        sock.settimeout(left)
+    return sock.recv(size)
+
+
 def tls_handshake(sock: Any, codec: TlsCodec, deadline: Optional[float] = None) -> bytes:
     """Run the handshake over a blocking socket, done by deadline (a
     time.monotonic() value) if one is given: a peer that sends a byte now
@@ -567,12 +578,7 @@ def tls_handshake(sock: Any, codec: TlsCodec, deadline: Optional[float] = None) 
             sock.sendall(out)
         if done:
             break
-        if deadline is not None:
-            left = deadline - time.monotonic()
-            if left <= 0:
-                raise TimeoutError("the TLS handshake took too long")
-            sock.settimeout(left)
-        data = sock.recv(16384)
+        data = recv_before(sock, 16384, deadline, "the TLS handshake")
         if not data:
             raise ConnectionError("connection closed during the TLS handshake")
         done, out = codec.handshake(data)

@@ -957,11 +957,7 @@ class ChatServer(socketserver.ThreadingTCPServer):
             return lines
         first = True
         while not lines and not too_long:
-            left = deadline - time.monotonic()
-            if left <= 0:
-                raise Refused("no password in time")
-            sock.settimeout(left)
-            data = sock.recv(4096)
+            data = helpers.recv_before(sock, 4096, deadline, "the password")
             if not data:
                 raise Refused("no password given")
             if tls is None and first and data.startswith(b"\x16\x03"):
@@ -1123,8 +1119,9 @@ def check_options(options: argparse.Namespace) -> Optional[str]:
     return None
 
 
-def raise_file_limit() -> None:
-    """Each client is a file descriptor: allow as many as the system lets us."""
+def raise_file_limit() -> int:
+    """Each client is a file descriptor: allow as many as the system lets
+    us. Returns the limit now in force (0 where it cannot be known)."""
     try:
         import resource
         soft, hard = resource.getrlimit(resource.RLIMIT_NOFILE)
@@ -1132,8 +1129,9 @@ def raise_file_limit() -> None:
             hard = 1 << 20
         if soft < hard:
             resource.setrlimit(resource.RLIMIT_NOFILE, (hard, hard))
+        return resource.getrlimit(resource.RLIMIT_NOFILE)[0]
     except (ImportError, ValueError, OSError):
-        pass
+        return 0
 
 
 def bind_error(host: str, port: int, exc: OSError) -> str:

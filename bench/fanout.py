@@ -41,6 +41,9 @@ import tempfile
 import threading
 import time
 
+sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
+import server   # noqa: E402  (for raise_file_limit: the bench holds many sockets too)
+
 HERE = os.path.dirname(os.path.abspath(__file__))
 SERVER = os.path.join(os.path.dirname(HERE), "server.py")
 HOST = "127.0.0.1"
@@ -86,19 +89,6 @@ def proc_mem(pid, field="VmHWM"):
     except (OSError, ValueError):
         pass
     return 0
-
-
-def raise_nofile():
-    try:
-        import resource
-        soft, hard = resource.getrlimit(resource.RLIMIT_NOFILE)
-        if hard == resource.RLIM_INFINITY:
-            hard = 1 << 20
-        if soft < hard:
-            resource.setrlimit(resource.RLIMIT_NOFILE, (hard, hard))
-        return resource.getrlimit(resource.RLIMIT_NOFILE)[0]
-    except (ImportError, ValueError, OSError):
-        return 0
 
 
 def percentile(values, p):
@@ -1011,7 +1001,7 @@ def main(argv=None):
     flat_duration = 0.2 if q else args.duration
     many = 50 if q else args.many
     Target.server = os.path.abspath(args.server)
-    nofile = raise_nofile()
+    nofile = server.raise_file_limit()
     use_ncat = ncat_available() and not args.no_ncat
     targets = ["ours"] + (["ncat"] if use_ncat else [])
     echo("Broadcast Chat fan-out benchmark: %d CPUs, Python %s, RLIMIT_NOFILE %d, ncat %s"
