@@ -440,6 +440,20 @@ def iso_utc(when: float) -> str:
     return time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime(when))
 
 
+def address_group(host: str) -> str:
+    """What per-address limits count by: the IPv4 address, or the IPv6
+    /64 network (one host usually has a whole /64 to pick addresses from)."""
+    try:
+        address = ipaddress.ip_address(host.split("%", 1)[0])
+    except ValueError:
+        return host
+    if address.version == 6:
+        if address.ipv4_mapped is not None:
+            return str(address.ipv4_mapped)
+        return str(ipaddress.ip_network("%s/64" % address, strict=False))
+    return str(address)
+
+
 def is_loopback(host: str) -> bool:
     """Whether host is this machine only (127.0.0.0/8, ::1, localhost)."""
     try:

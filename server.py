@@ -83,7 +83,7 @@ class Member:
                  tls: Optional[helpers.TlsCodec] = None) -> None:
         self.sock = sock
         self.tls = tls
-        self.host = peer[0]
+        self.host = helpers.address_group(peer[0])   # what per-address limits count
         self.address = helpers.format_address(peer)
         self.connected_at = helpers.iso_utc(time.time())
         self.name = None        # type: Optional[str]
@@ -141,16 +141,16 @@ class Room:
     def admit(self, sock: socket.socket, peer: Tuple,
               tls: Optional[helpers.TlsCodec] = None) -> Tuple[Optional[Member], str]:
         """Add a new connection, or say why not."""
+        member = Member(sock, peer, tls)
         with self.lock:
             if self.closing:
                 return None, "server shutting down"
             if self.max_clients and len(self.members) >= self.max_clients:
                 return None, "server full"
-            if self.max_per_address and self.per_host[peer[0]] >= self.max_per_address:
+            if self.max_per_address and self.per_host[member.host] >= self.max_per_address:
                 return None, "too many connections from your address"
-            member = Member(sock, peer, tls)
             self.members[member] = None
-            self.per_host[peer[0]] += 1
+            self.per_host[member.host] += 1
         self.on_change()
         return member, ""
 
@@ -747,7 +747,7 @@ class ChatHandler(socketserver.BaseRequestHandler):
         address = helpers.format_address(self.client_address)
         framer = helpers.LineFramer(server.max_line)
         tls = None
-        host = self.client_address[0]
+        host = helpers.address_group(self.client_address[0])
         refusal = server.begin_handshake(host)
         if refusal:
             server.log("refuse", address, refusal + " (before joining)")

@@ -331,6 +331,14 @@ class ClientsFileHelpersTest(unittest.TestCase):
         self.addCleanup(self.tmp.cleanup)
         self.path = os.path.join(self.tmp.name, "clients.json")
 
+    def test_address_group_counts_ipv6_by_its_64(self):
+        self.assertEqual(helpers.address_group("192.0.2.7"), "192.0.2.7")
+        self.assertEqual(helpers.address_group("2001:db8::1"), "2001:db8::/64")
+        self.assertEqual(helpers.address_group("2001:db8::ffff:9"), "2001:db8::/64")
+        self.assertNotEqual(helpers.address_group("2001:db8:0:1::1"), "2001:db8::/64")
+        self.assertEqual(helpers.address_group("::ffff:192.0.2.7"), "192.0.2.7")
+        self.assertEqual(helpers.address_group("fe80::1%eth0"), "fe80::/64")
+
     def test_iso_utc(self):
         self.assertEqual(helpers.iso_utc(0), "1970-01-01T00:00:00Z")
         self.assertEqual(helpers.iso_utc(1764096140.9), "2025-11-25T18:42:20Z")
