@@ -42,6 +42,8 @@ ACCEPT_BATCH = 256          # connections accepted per wake-up of the accept loo
 NOTICE_DELAY = 0.05         # seconds notices wait to be folded together...
 NOTICE_DELAY_MAX = 1.0      # ...and at most, in a room of 10,000
 HANDSHAKE_TIMEOUT = 10.0    # seconds for TLS and the password before joining
+FAILURE_DELAY = 0.25        # seconds before the check after a wrong password...
+FAILURE_DELAY_MAX = 8.0     # ...doubling with each, up to this
 FAILURE_MEMORY = 900.0      # seconds a wrong password from an address counts
 FAILURE_TABLE_MAX = 10000   # addresses remembered at most
 
@@ -863,6 +865,7 @@ class ChatServer(socketserver.ThreadingTCPServer):
                          options.max_per_address, log, options.idle_timeout)
         self.tls_context = tls_context(options)
         self.password = helpers.read_password(options.password_file, os.environ)
+        # wrong passwords by address: (how many in a row, when the next check may be)
         self.failures = collections.OrderedDict()  # type: Dict[str, Tuple[int, float]]
         self.failure_lock = threading.Lock()
         self.accept_failing = False
@@ -911,21 +914,37 @@ class ChatServer(socketserver.ThreadingTCPServer):
             if self.handshaking[host] <= 0:
                 del self.handshaking[host]
 
-    def count_failure(self, host: str) -> int:
-        """Count a wrong password from host: the how-manyth in a row it is.
+    def take_turn(self, host: str) -> float:
+        """Seconds to wait before checking a password from host.
 
-        The count is forgotten after FAILURE_MEMORY seconds of quiet; the
-        table keeps the FAILURE_TABLE_MAX addresses that failed last.
+        None for an address without wrong passwords. After one, the next
+        check waits FAILURE_DELAY, doubling with each wrong one up to
+        FAILURE_DELAY_MAX; attempts made at once wait their turn one after
+        the other, so guessing in parallel is no faster. The count is
+        forgotten after FAILURE_MEMORY quiet seconds; the table keeps the
+        FAILURE_TABLE_MAX addresses that failed last.
         """
         now = time.monotonic()
         with self.failure_lock:
-            count, last = self.failures.pop(host, (0, now))
-            if now - last > FAILURE_MEMORY:
-                count = 0
-            self.failures[host] = (count + 1, now)      # now the newest
+            entry = self.failures.get(host)
+            if entry is None:
+                return 0.0
+            count, free_at = entry
+            if now - free_at > FAILURE_MEMORY:
+                del self.failures[host]
+                return 0.0
+            turn = max(now, free_at)
+            self.failures[host] = (count, turn + failure_delay(count))
+            return turn - now
+
+    def record_failure(self, host: str) -> None:
+        now = time.monotonic()
+        with self.failure_lock:
+            count, free_at = self.failures.pop(host, (0, now))
+            count += 1
+            self.failures[host] = (count, max(free_at, now + failure_delay(count)))  # newest last
             if len(self.failures) > FAILURE_TABLE_MAX:
                 self.failures.popitem(last=False)
-            return count + 1
 
     def open_tls(self, sock: socket.socket,
                  deadline: float) -> Tuple[Optional[helpers.TlsCodec], bytes]:
@@ -978,9 +997,9 @@ class ChatServer(socketserver.ThreadingTCPServer):
         if given is None:
             self.say_now(sock, tls, helpers.fmt_error(helpers.clock_stamp(), helpers.PASSWORD_NEEDED))
             raise Refused("no password given")
+        time.sleep(self.take_turn(host))     # throttling, not waiting for anything
         if not hmac.compare_digest(given, self.password):
-            failures = self.count_failure(host)
-            time.sleep(min(0.25 * 2 ** (failures - 1), 8.0))   # throttling, not waiting for anything
+            self.record_failure(host)
             self.say_now(sock, tls, helpers.fmt_error(helpers.clock_stamp(), helpers.WRONG_PASSWORD))
             raise Refused("wrong password")
         with self.failure_lock:
@@ -1079,6 +1098,11 @@ def add_server_options(parser: argparse.ArgumentParser) -> None:
                         help="room password: the first line of FILE (or set %s); "
                              "clients must send /pass SECRET first" % helpers.PASSWORD_ENV)
     parser.add_argument("--version", action="version", version="%(prog)s " + helpers.__version__)
+
+
+def failure_delay(count: int) -> float:
+    """The wait before checking a password after count wrong ones in a row."""
+    return min(FAILURE_DELAY * 2 ** (count - 1), FAILURE_DELAY_MAX)
 
 
 def tls_context(options: argparse.Namespace) -> Optional[ssl.SSLContext]:

@@ -377,12 +377,31 @@ class ThrottleTest(unittest.TestCase):
                 sock.expect(r"!! wrong password")
                 durations.append(time.monotonic() - start)
                 sock.expect_closed()
-            # The server waits 0.25 s, then 0.5 s, then 1 s: leave wide margins.
+            # No wait for the first, 0.25 s before the second, 0.5 s before
+            # the third: leave wide margins.
             self.assertGreater(durations[2], durations[0] + 0.3, durations)
             sock = server.connect(greet=False)
             self.addCleanup(sock.close)
             sock.send("/pass " + SECRET)
             sock.nick("tina")
+
+    def test_guesses_made_at_once_wait_their_turn(self) -> None:
+        with ServerProcess(env=child_env(BROADCAST_PASSWORD=SECRET)) as server:
+            first = server.connect(greet=False)
+            self.addCleanup(first.close)
+            first.send("/pass guess")
+            first.expect(r"!! wrong password")
+            guesses = [server.connect(greet=False) for _ in range(3)]
+            for sock in guesses:
+                self.addCleanup(sock.close)
+            start = time.monotonic()
+            guesses[0].send("/pass another guess")
+            guesses[1].send("/pass a third guess")
+            guesses[2].send("/pass " + SECRET)
+            guesses[2].nick("uma")
+            # Even the right one waited for its turn (at least the first, of
+            # 0.25 s): so many connections guessing at once guess no faster.
+            self.assertGreater(time.monotonic() - start, 0.15)
 
 
 class HandshakeLimitTest(unittest.TestCase):
