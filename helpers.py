@@ -443,6 +443,8 @@ def iso_utc(when: float) -> str:
 def address_group(host: str) -> str:
     """What per-address limits count by: the IPv4 address, or the IPv6
     /64 network (one host usually has a whole /64 to pick addresses from)."""
+    if ":" not in host:
+        return host     # IPv4, as the socket gives it: already one form
     try:
         address = ipaddress.ip_address(host.split("%", 1)[0])
     except ValueError:
