@@ -51,22 +51,51 @@ DONTWAIT = getattr(socket, "MSG_DONTWAIT", 0)
 SENDMSG = hasattr(socket.socket, "sendmsg")     # not on Windows
 
 
-class Log:
-    """One line per event on stdout: time, event, details."""
+class Log(threading.Thread):
+    """One line per event on stdout: time, event, details.
+
+    Lines are written by this thread, many at a time: a write and a flush
+    per line from each handler thread was a third of the cost of a
+    connection under churn (1,900 connections/s with, 2,800 without).
+    """
 
     def __init__(self, stream=None) -> None:
+        super().__init__(name="log", daemon=True)
         self.stream = stream or sys.stdout
-        self.lock = threading.Lock()
+        self.waiting = []       # type: List[str]
+        self.closed = False
+        self.changed = threading.Condition()
 
     def __call__(self, event: str, *details: str) -> None:
         line = "%s %s %s\n" % (time.strftime("%Y-%m-%d %H:%M:%S"), event,
                                " ".join(details))
-        with self.lock:
-            try:
-                self.stream.write(line)
-                self.stream.flush()
-            except (OSError, ValueError):
-                pass
+        with self.changed:
+            self.waiting.append(line)
+            if len(self.waiting) == 1:
+                self.changed.notify()
+
+    def run(self) -> None:
+        while True:
+            with self.changed:
+                while not self.waiting and not self.closed:
+                    self.changed.wait()
+                lines, self.waiting = self.waiting, []
+                closed = self.closed
+            if lines:
+                try:
+                    self.stream.write("".join(lines))
+                    self.stream.flush()
+                except (OSError, ValueError):
+                    pass
+            if closed:
+                return
+
+    def close(self) -> None:
+        """Write what is left, then stop."""
+        with self.changed:
+            self.closed = True
+            self.changed.notify()
+        self.join(2.0)
 
 
 class Member:
@@ -1197,6 +1226,7 @@ def run(options: argparse.Namespace) -> int:
     # /nick lines at once took 19 s of CPU; with 50 ms, 1.1 s.
     sys.setswitchinterval(SWITCH_INTERVAL)
     log = Log()
+    log.start()
     try:
         server = ChatServer((options.host, options.port), options, log)
     except ssl.SSLError as exc:
@@ -1230,6 +1260,7 @@ def run(options: argparse.Namespace) -> int:
         signal.signal(signal.SIGINT, signal.SIG_IGN)
         server.stop()
         log("stop", "server stopped")
+        log.close()
     return 0
 
 
