@@ -961,9 +961,11 @@ def run_churn(target, duration, procs, slots):
                                      "duration": duration, "tag": k})
                for k in range(procs)]
     try:
+        cpu0 = target.cpu()
         for w in workers:
             w.send("go")
         dones = [w.expect("done", duration + 30) for w in workers]
+        cpu = target.cpu() - cpu0
     finally:
         for w in workers:
             w.close()
@@ -972,6 +974,7 @@ def run_churn(target, duration, procs, slots):
     wall = max(d[3] for d in dones)
     res = {"target": target.kind, "connections": done, "errors": errors,
            "per_s": done / wall, "gen_cpu": [d[4] / d[3] for d in dones],
+           "server_cpu": cpu / wall,
            "died": target.died()}
     if ours:
         # clients.json is written at most every 0.5 s: wait for [] with a deadline.
@@ -1209,8 +1212,9 @@ def main(argv=None):
             out = each(lambda t: run_churn(t, cd, args.procs, 4 if q else 32), "churn")
             for r in out.values():
                 if "error" not in r:
-                    echo("  [%s] %d connections in %.1f s = %.0f/s, %d errors; %s" % (
-                        r["target"], r["connections"], cd, r["per_s"], r["errors"], gen_note(r["gen_cpu"])[0]))
+                    echo("  [%s] %d connections in %.1f s = %.0f/s, %d errors; server CPU %.0f%%; %s" % (
+                        r["target"], r["connections"], cd, r["per_s"], r["errors"],
+                        100 * r["server_cpu"], gen_note(r["gen_cpu"])[0]))
                     if r["died"]:
                         echo("  [%s] THE SERVER DIED during the run: %s" % (r["target"], r["died"]))
             r = out.get("ours", {})
