@@ -1050,7 +1050,7 @@ def describe_fanout(res, echo):
          % (res["target"], res["sent"], res["unsent"], res["delivered"], res["expected"],
             res["span"], res["rate"]))
     echo("  [%s] checked clients %d: lost %d, duplicated %d, out of order %d, mangled %d; "
-         "count-only clients (newlines): missing %d, extra %d"
+         "newline-counting clients: missing %d, extra %d"
          % (res["target"], res["checked"], res["lost"], res["dup"], res["ooo"], res["mangled"],
             res["count_missing"], res["count_extra"]))
     if res["by_bytes"]:
@@ -1115,9 +1115,10 @@ def main(argv=None):
     results = {}
     tmpdir = tempfile.mkdtemp(prefix="chat-bench-")
     gen_worst = 0.0
+    gen_where = ""
 
     def each(func, label):
-        nonlocal gen_worst
+        nonlocal gen_worst, gen_where
         out = {}
         for kind in targets:
             target = Target(kind, tmpdir)
@@ -1129,7 +1130,10 @@ def main(argv=None):
             finally:
                 target.stop()
             if "gen_cpu" in out[kind]:
-                gen_worst = max(gen_worst, max(out[kind]["gen_cpu"] or [0]))
+                # A generator spinning on a server that died measured nothing.
+                hot = max(out[kind]["gen_cpu"] or [0])
+                if hot > gen_worst and not out[kind].get("died"):
+                    gen_worst, gen_where = hot, "%s, %s" % (label, kind)
         return out
 
     try:
@@ -1230,10 +1234,10 @@ def main(argv=None):
         shutil.rmtree(tmpdir, ignore_errors=True)
     echo("\n== summary ==")
     report.show()
-    note, _ = gen_note([gen_worst])
     echo("load average at end: %.2f %.2f %.2f" % os.getloadavg())
-    echo("\nbusiest generator process: %.0f%% of a core%s" % (
-        gen_worst * 100, "  -- SATURATED, figures are a lower bound" if gen_worst > 0.9 else ""))
+    echo("\nbusiest generator process: %.0f%% of a core (%s)%s" % (
+        gen_worst * 100, gen_where or "-",
+        "  -- SATURATED, that run's figures are a lower bound" if gen_worst > 0.9 else ""))
     if args.json:
         with open(args.json, "w") as f:
             json.dump(results, f, indent=1, default=str)
