@@ -496,9 +496,16 @@ class Outbox(threading.Thread):
         while True:
             try:
                 self.serve()
-                return
+                break
             except Exception as exc:
                 self.room.log("error", "outbox: %s: %s" % (type(exc).__name__, exc))
+        self.release()
+
+    def release(self) -> None:
+        """Close the selector and the wake-up pair (once stopped)."""
+        self.selector.close()
+        self.wake_reader.close()
+        self.wake_writer.close()
 
     def serve(self) -> None:
         room = self.room

@@ -29,6 +29,7 @@ class LagTest(unittest.TestCase):
     def setUp(self):
         self.room = server.Room(queue_limit=1 << 20, max_clients=0, max_per_address=0,
                                 log=Quiet())
+        self.addCleanup(self.room.outbox.release)   # its thread never runs
         self.peer_ends = {}
 
     def join(self, host):
