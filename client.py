@@ -25,6 +25,37 @@ try:
 except ImportError:     # Windows, or a Python built without it
     readline = None
 
+
+def find_redraw():
+    """A function that draws the prompt and the half-typed line again on a
+    fresh line, with the cursor where the user left it, or None.
+
+    That takes GNU readline's rl_set_prompt() and rl_forced_update_display()
+    (through ctypes): the readline module only offers redisplay(), which
+    draws nothing while readline thinks the line is still on screen. None
+    without GNU readline (libedit, Windows): then the line is drawn again by
+    hand and the cursor ends after it.
+    """
+    if readline is None or "libedit" in (getattr(readline, "__doc__", "") or ""):
+        return None
+    try:
+        import ctypes
+        library = ctypes.CDLL(readline.__file__)    # its symbols include libreadline's
+        set_prompt = library.rl_set_prompt
+        forced_update = library.rl_forced_update_display
+    except (ImportError, OSError, AttributeError):
+        return None
+    set_prompt.argtypes = [ctypes.c_char_p]
+
+    def redraw(prompt: str) -> None:
+        # readline copies the prompt; a rename changes it mid-line.
+        set_prompt(prompt.encode(sys.stdout.encoding or "utf-8", "replace"))
+        forced_update()
+    return redraw
+
+
+REDRAW = find_redraw()
+
 BACKOFF_MAX = 30.0
 REGISTER_TIMEOUT = 10.0
 QUIT_TIMEOUT = 10.0
@@ -253,7 +284,12 @@ class Client:
         with self.print_lock:
             if not (self.interactive and self.at_prompt):
                 self.out.write(text + "\n")
-            else:   # clear the prompt line, print, then draw it again
+            elif REDRAW is not None:
+                # clear the prompt line, print, and have readline draw it again
+                self.out.write("\r\033[2K" + text + "\n")
+                self.out.flush()
+                REDRAW(self.prompt())
+            else:
                 typed = readline.get_line_buffer() if readline is not None else ""
                 self.out.write("\r\033[2K" + text + "\n" + self.prompt() + typed)
             self.out.flush()

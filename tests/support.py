@@ -498,6 +498,36 @@ _PTY_BOOT = (
 )
 
 
+_CONTROL = re.compile(r"\x1b\[(\d*)([A-Za-z])|[\r\x08]|\x1b[^\[]")
+
+
+def cursor_column(screen: str) -> int:
+    """Where a terminal's cursor is on the last line of screen (0-based):
+    enough of a terminal for one line edited by readline (CR, BS, and the
+    cursor-moving escapes it uses)."""
+    line = screen[screen.rfind("\n") + 1:]
+    column = 0
+    position = 0
+    for match in _CONTROL.finditer(line):
+        column += len(line[position:match.start()])
+        position = match.end()
+        code = match.group(0)
+        if code == "\r":
+            column = 0
+        elif code == "\x08":
+            column = max(0, column - 1)
+        elif match.group(2):
+            count = int(match.group(1) or 1)
+            kind = match.group(2)
+            if kind == "D":
+                column = max(0, column - count)
+            elif kind == "C":
+                column += count
+            elif kind == "G":
+                column = count - 1
+    return column + len(line[position:])
+
+
 class TerminalClient:
     """`client.py` on a pseudo-terminal: type into it, expect on its screen."""
 

@@ -7,7 +7,8 @@ import subprocess
 import unittest
 
 from tests.support import (CLIENT, PYTHON, ROOT, TIMEOUT, ClientProcess, ServerTestCase,
-                           TerminalClient, child_env, client_command, free_port, run_client)
+                           TerminalClient, child_env, client_command, cursor_column, free_port,
+                           run_client, wait_until)
 
 import helpers
 
@@ -177,6 +178,23 @@ class TerminalClientTest(ClientTestCase):
         tty.wait_reading()      # the next prompt, or ^D lands between two
         tty.type("\x04")
         self.assertEqual(tty.wait(), 0)
+
+    def test_the_cursor_stays_where_it_was_when_a_message_arrives(self):
+        bob = self.peer("bob")
+        tty = self.joined(bob, "--no-color")
+        tty.type("hello")
+        tty.expect(r"tty> hello")
+        tty.type("\x1b[D\x1b[D")     # left twice: between "hel" and "lo"
+        at = len("tty> hel")
+        wait_until(lambda: cursor_column(tty.text()) == at, TIMEOUT,
+                   "the cursor to move left")
+        bob.send("incoming while editing")
+        tty.expect(r"<bob> incoming while editing\r\n")
+        wait_until(lambda: tty.text().rstrip("\x08").endswith("tty> hello")
+                   and cursor_column(tty.text()) == at, TIMEOUT,
+                   "the line drawn again with the cursor back between 'hel' and 'lo'")
+        tty.type("X\r")
+        bob.expect(r"^\d\d:\d\d <tty> helXlo$")
 
     def test_the_prompt_follows_a_rename(self):
         bob = self.peer("bob")
