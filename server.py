@@ -801,44 +801,31 @@ class ChatHandler(socketserver.BaseRequestHandler):
     server = None  # type: ChatServer
 
     def __init__(self, request: socket.socket, client_address: Tuple, server: "ChatServer",
-                 refusal: str = "") -> None:
-        self.refusal = refusal      # from ChatServer.begin_handshake, in the accept thread
-        self.settled = False
+                 arrival: "Arrival") -> None:
+        self.arrival = arrival
         super().__init__(request, client_address, server)
 
-    def settle(self) -> None:
-        if not self.settled:
-            self.settled = True
-            self.server.settle()
-
     def handle(self) -> None:
-        try:
-            self.admit()
-        finally:
-            self.settle()
-
-    def admit(self) -> None:
         server = self.server
         sock = self.request
+        arrival = self.arrival
         address = helpers.format_address(self.client_address)
         framer = helpers.LineFramer(server.max_line)
         tls = None
-        host = helpers.address_group(self.client_address[0])
-        refusal = self.refusal
-        if refusal:
-            self.settle()
-            server.log("refuse", address, refusal + " (before joining)")
+        if arrival.refusal:
+            arrival.settle()
+            server.log("refuse", address, arrival.refusal + " (before joining)")
             if server.tls_context is None:
-                server.say_now(sock, None, helpers.fmt_error(helpers.clock_stamp(), refusal))
+                server.say_now(sock, None, helpers.fmt_error(helpers.clock_stamp(), arrival.refusal))
             return self.close(sock)
         if server.tls_context is not None or server.password is not None:
-            self.settle()       # counted already; the handshake may take a while
+            arrival.settle()    # counted already; the handshake may take a while
         try:
             server.tune(sock)
             sock.settimeout(HANDSHAKE_TIMEOUT)
             deadline = time.monotonic() + HANDSHAKE_TIMEOUT
             tls, arrived = server.open_tls(sock, deadline)
-            early = server.authenticate(sock, tls, framer, host, arrived, deadline)
+            early = server.authenticate(sock, tls, framer, arrival.host, arrived, deadline)
             sock.settimeout(None)   # from here on the Outbox may write to it
         except Refused as exc:
             server.log("refuse", address, str(exc))
@@ -851,9 +838,10 @@ class ChatHandler(socketserver.BaseRequestHandler):
                 getattr(exc, "strerror", None) or exc or type(exc).__name__))
             return self.close(sock)
         finally:
-            server.end_handshake(host)
+            arrival.end_handshake()
         member, refusal = server.room.admit(sock, self.client_address, tls)
-        self.settle()
+        arrival.admitted = member is not None   # if so the room closes the socket
+        arrival.settle()
         if member is None:
             server.log("refuse", address, refusal)
             server.say_now(sock, tls, helpers.fmt_error(helpers.clock_stamp(), refusal))
@@ -918,6 +906,41 @@ class ChatHandler(socketserver.BaseRequestHandler):
 
     def finish(self) -> None:
         pass
+
+
+class Arrival:
+    """A connection between accept and admission, and the counts it holds:
+    a slot among ChatServer.pending, and (with TLS or a password) one among
+    the connections in their handshake. Each is given back once, by
+    whichever thread gets there first."""
+
+    def __init__(self, server: "ChatServer", host: str, refusal: str) -> None:
+        self.server = server
+        self.host = host
+        self.refusal = refusal          # from begin_handshake: why it is turned away
+        self.pending = False            # holds a slot among server.pending
+        self.handshaking = not refusal  # counted by begin_handshake
+        self.admitted = False           # a member: the room closes its socket
+
+    def settle(self) -> None:
+        """Past admission (or turned away): free the pending slot."""
+        server = self.server
+        with server.pending_changed:
+            if self.pending:
+                self.pending = False
+                server.pending -= 1
+                if server.pending == MAX_PENDING - 1:
+                    server.pending_changed.notify()
+
+    def end_handshake(self) -> None:
+        with self.server.handshake_lock:
+            handshaking, self.handshaking = self.handshaking, False
+        if handshaking:
+            self.server.end_handshake(self.host)
+
+    def release(self) -> None:
+        self.settle()
+        self.end_handshake()
 
 
 class ChatServer(socketserver.ThreadingTCPServer):
@@ -1125,33 +1148,32 @@ class ChatServer(socketserver.ThreadingTCPServer):
         of connections closed at once cannot fill --max-per-address with
         connections nobody has looked at yet.
         """
-        refusal = self.begin_handshake(helpers.address_group(client_address[0]))
-        with self.pending_changed:
-            while self.pending >= MAX_PENDING:
-                self.pending_changed.wait()
-            self.pending += 1
+        host = helpers.address_group(client_address[0])
+        arrival = Arrival(self, host, self.begin_handshake(host))
         try:
-            _thread.start_new_thread(self.serve_connection, (request, client_address, refusal))
+            with self.pending_changed:
+                while self.pending >= MAX_PENDING:
+                    self.pending_changed.wait()
+                self.pending += 1
+                arrival.pending = True
+            _thread.start_new_thread(self.serve_connection, (request, client_address, arrival))
         except BaseException:
-            self.settle()
-            if not refusal:
-                self.end_handshake(helpers.address_group(client_address[0]))
+            # No thread (or a signal while waiting for a slot): give the
+            # counts back. Arrival's methods run once, whoever calls first.
+            arrival.release()
             raise
 
     def serve_connection(self, request: socket.socket, client_address: Tuple,
-                         refusal: str) -> None:
+                         arrival: "Arrival") -> None:
         """A connection's thread."""
         try:
-            ChatHandler(request, client_address, self, refusal)
+            ChatHandler(request, client_address, self, arrival)
         except Exception:
             self.handle_error(request, client_address)
-
-    def settle(self) -> None:
-        """A connection's thread got past admission (see process_request)."""
-        with self.pending_changed:
-            self.pending -= 1
-            if self.pending == MAX_PENDING - 1:
-                self.pending_changed.notify()
+            if not arrival.admitted:
+                ChatHandler.close(request)
+        finally:
+            arrival.release()
 
     def shutdown_request(self, request: socket.socket) -> None:
         """Sockets are closed by the Outbox (or the handler), never here."""
@@ -1290,8 +1312,9 @@ def bind_error(host: str, port: int, exc: OSError) -> str:
     return "cannot listen on %s:%d: %s" % (host, port, exc.strerror or exc)
 
 
-class Stop(Exception):
-    """Raised in the main thread by SIGTERM, like KeyboardInterrupt by SIGINT."""
+class Stop(BaseException):
+    """Raised in the main thread by SIGTERM, like KeyboardInterrupt by SIGINT
+    (and like it not an Exception, so no `except Exception` swallows it)."""
 
 
 def _raise_stop(signum, frame) -> None:

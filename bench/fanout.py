@@ -881,7 +881,8 @@ def run_fanout(target, mode, nclients, nsenders, duration, rate=0, stuck=0,
     check_lines = [n for _, r, _, _ in results for n in r["check_lines"]]
     short = over = 0
     if recv_bytes:
-        ref_lines = min(check_lines)
+        # the lines of the checking client whose bytes are the reference
+        ref_lines = check_lines[check_bytes.index(ref)] if ref in check_bytes else min(check_lines)
         for b in recv_bytes:
             if b == ref:
                 agg["delivered"] += ref_lines
@@ -1081,7 +1082,7 @@ def main(argv=None):
     ap.add_argument("--duration", type=float, default=3.0, help="seconds of sending (default 3)")
     ap.add_argument("--rate", type=float, default=100.0, help="paced lines/s per sender (default 100)")
     ap.add_argument("--check", type=int, default=2,
-                    help="receivers that parse every line in the flat run (others count newlines)")
+                    help="receivers that parse every line in the flat run (the others add up bytes)")
     ap.add_argument("--stuck-pad", type=int, default=200,
                     help="bytes of padding on each line of the stuck-reader run (default 200)")
     ap.add_argument("--many", type=int, default=10000, help="clients in the many scenario")
@@ -1132,7 +1133,8 @@ def main(argv=None):
             if "gen_cpu" in out[kind]:
                 # A generator spinning on a server that died measured nothing.
                 hot = max(out[kind]["gen_cpu"] or [0])
-                if hot > gen_worst and not out[kind].get("died"):
+                dead = out[kind].get("died") or out[kind].get("alive") is False
+                if hot > gen_worst and not dead:
                     gen_worst, gen_where = hot, "%s, %s" % (label, kind)
         return out
 

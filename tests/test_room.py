@@ -3,6 +3,7 @@ test could only reach by racing the server."""
 
 import socket
 import ssl
+import threading
 import unittest
 
 import server
@@ -98,3 +99,62 @@ class OutboxWriteTest(unittest.TestCase):
 
 if __name__ == "__main__":
     unittest.main()
+
+
+class ArrivalTest(unittest.TestCase):
+    """The counts a connection holds between accept and admission are given
+    back once, whichever thread gives them back, however often."""
+
+    class Server:
+        def __init__(self):
+            self.pending = 0
+            self.pending_changed = threading.Condition()
+            self.handshake_lock = threading.Lock()
+            self.ended = []
+
+        def end_handshake(self, host):
+            self.ended.append(host)
+
+    def arrival(self, refusal=""):
+        fake = self.Server()
+        item = server.Arrival(fake, "192.0.2.1", refusal)
+        fake.pending += 1
+        item.pending = True
+        return fake, item
+
+    def test_settle_and_release_give_each_count_back_once(self):
+        fake, item = self.arrival()
+        item.settle()
+        item.settle()
+        self.assertEqual(fake.pending, 0)
+        item.release()
+        item.release()
+        self.assertEqual(fake.pending, 0)
+        self.assertEqual(fake.ended, ["192.0.2.1"])
+
+    def test_a_refused_connection_holds_no_handshake_slot(self):
+        fake, item = self.arrival(refusal="server full")
+        item.release()
+        self.assertEqual((fake.pending, fake.ended), (0, []))
+
+    def test_freeing_a_slot_wakes_the_accept_thread(self):
+        fake = self.Server()
+        items = []
+        for _ in range(server.MAX_PENDING):
+            fake.pending += 1
+            items.append(server.Arrival(fake, "192.0.2.1", ""))
+            items[-1].pending = True
+        woke = threading.Event()
+
+        def accept_thread():
+            with fake.pending_changed:
+                while fake.pending >= server.MAX_PENDING:
+                    fake.pending_changed.wait()
+            woke.set()
+
+        waiter = threading.Thread(target=accept_thread, daemon=True)
+        waiter.start()
+        self.assertFalse(woke.wait(0.05))   # all slots taken: it waits
+        items[0].settle()
+        self.assertTrue(woke.wait(5), "the accept thread was not woken")
+        waiter.join(5)
