@@ -298,10 +298,14 @@ class Room:
                 if member is not sender:
                     self._enqueue(member, data)
 
-    def reply(self, member: Member, data: bytes) -> None:
+    def reply(self, member: Member, data: bytes, after_notices: bool = False) -> None:
         """Queue an answer to the member's own line. Waiting notices stay
-        waiting: flushing them here would cost a write to every member."""
+        waiting (flushing them would cost a write to every member) unless
+        after_notices: an answer about the room (/who) must not arrive
+        before the notices that led to it (a rename just made)."""
         with self.lock:
+            if after_notices:
+                self._flush_notices()
             self._enqueue(member, data)
 
     def whisper(self, member: Member, data: bytes) -> None:
@@ -762,7 +766,8 @@ class Session:
                 self.error(problem)
         elif kind == "who":
             names = room.names()
-            self.notice("%d online: %s" % (len(names), ", ".join(names) or "nobody named yet"))
+            room.reply(member, helpers.fmt_notice(stamp, "%d online: %s" % (
+                len(names), ", ".join(names) or "nobody named yet")).encode(), after_notices=True)
         elif kind == "help":
             for line in helpers.HELP_LINES:
                 self.notice(line)
@@ -1184,7 +1189,6 @@ class ChatServer(socketserver.ThreadingTCPServer):
 
     def start(self) -> None:
         self.room.outbox.start()
-        self.clients_file.write([])     # reset whatever a crashed run left
         self.clients_file.start()
 
     def stop(self) -> None:
@@ -1354,6 +1358,15 @@ def run(options: argparse.Namespace) -> int:
     if not helpers.is_loopback(options.host) and server.tls_context is None and server.password is None:
         print("server.py: warning: listening on %s without TLS or a password: anyone who can "
               "reach this port can join and read the chat" % options.host, file=sys.stderr)
+    try:
+        helpers.write_json_atomic(options.clients_file, [])     # reset what a crashed run left
+    except OSError as exc:
+        # The checks in check_options cannot see everything (root passes
+        # os.access; /proc refuses new files): the first write decides.
+        print("server.py: error: cannot write the clients file %s: %s" % (
+            options.clients_file, exc.strerror or exc), file=sys.stderr)
+        server.server_close()
+        return 2
     host, port = server.server_address[:2]
     shown = "[%s]" % host if ":" in host else host
     signal.signal(signal.SIGTERM, _raise_stop)

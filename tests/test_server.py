@@ -124,6 +124,17 @@ class NameTest(RoomTestCase):
         unnamed = self.peer()
         self.assertEqual(self.who(unnamed), ["alice", "Bob", "carol"])
 
+    def test_who_comes_after_the_rename_it_shows(self):
+        (bob,) = self.room("bob")
+        renamer = self.peer("gina")
+        renamer.expect(r"-- gina joined$")
+        renamer.send("/nick ALICE")
+        renamer.send("/who")
+        before, _ = renamer.collect(r"-- 2 online: ALICE, bob$")
+        # The notice of the rename reached the renamer before the list did.
+        self.assertTrue(any(re.search(r"-- gina is now known as ALICE$", line) for line in before),
+                        before)
+
     def test_who_when_nobody_is_named(self):
         peer = self.peer()
         peer.send("/who")
@@ -761,6 +772,15 @@ class StartupErrorTest(unittest.TestCase):
         rc, out, err = start_failing("--port", "0", "--clients-file", path)
         self.assertNotEqual(rc, 0)
         self.assertOneClearLine(err, path, "does not exist")
+
+    @unittest.skipUnless(os.path.isdir("/proc/self"), "needs Linux's /proc")
+    def test_clients_file_that_cannot_be_created(self):
+        # /proc refuses new files even to root, whom os.access lets through.
+        path = "/proc/broadcast-chat-clients.json"
+        rc, out, err = start_failing("--port", "0", "--clients-file", path)
+        self.assertEqual(rc, 2)
+        self.assertEqual(out, "")
+        self.assertOneClearLine(err, path)
 
     def test_unknown_host(self):
         rc, out, err = start_failing("--host", "192.0.2.123", "--port", "0",
