@@ -16,7 +16,7 @@ def parse_args(argv: Optional[List[str]] = None) -> argparse.Namespace:
         prog="broadcast-server",
         description="Broadcast Chat: a chat room over TCP.")
     parser.add_argument("--version", action="version", version="%(prog)s " + helpers.__version__)
-    commands = parser.add_subparsers(dest="command", metavar="COMMAND")
+    commands = parser.add_subparsers(dest="command", metavar="{start,connect}")
     commands.required = True
     start = commands.add_parser("start", help="run the chat server",
                                 description="Run the chat server.")

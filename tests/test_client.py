@@ -260,6 +260,13 @@ class TerminalClientTest(ClientTestCase):
         tty.expect(r"\d\d:\d\d <bob> hello\r\n")
         self.assertNotRegex(tty.text(), r"\x1b\[\d+m")
 
+    def test_no_colours_with_the_no_color_option(self):
+        bob = self.peer("bob")
+        tty = self.joined(bob, "--no-color")
+        bob.send("/me waves")
+        tty.expect(r"\d\d:\d\d \* bob waves\r\n")
+        self.assertNotRegex(tty.text(), r"\x1b\[\d+m")
+
     def test_no_reconnect_exits_1_when_the_server_dies(self):
         bob = self.peer("bob")
         tty = self.joined(bob, "--no-reconnect", "--no-color")

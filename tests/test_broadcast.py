@@ -1,0 +1,57 @@
+"""broadcast.py: `start` runs the server, `connect` the client (the seed's
+`broadcast-server start` once installed)."""
+
+import os
+import signal
+import subprocess
+import tempfile
+import unittest
+
+from tests.support import PYTHON, ROOT, TIMEOUT, LineLog, Peer, child_env, drain
+
+BROADCAST = os.path.join(ROOT, "broadcast.py")
+
+
+class BroadcastCommandTest(unittest.TestCase):
+    def test_start_and_connect(self):
+        folder = tempfile.TemporaryDirectory(prefix="chat-test-")
+        self.addCleanup(folder.cleanup)
+        started = subprocess.Popen(
+            [PYTHON, BROADCAST, "start", "--port", "0",
+             "--clients-file", os.path.join(folder.name, "clients.json")],
+            stdin=subprocess.DEVNULL, stdout=subprocess.PIPE, stderr=subprocess.PIPE,
+            env=child_env(), cwd=folder.name)
+        self.addCleanup(started.kill)
+        log, errors = LineLog(), LineLog()
+        readers = [drain(started.stdout, log), drain(started.stderr, errors)]
+        port = int(log.expect(r"^Server running on 127\.0\.0\.1:(\d+)$").group(1))
+        with Peer(port, "alice") as alice:
+            result = subprocess.run(
+                [PYTHON, BROADCAST, "connect", "--port", str(port), "--name", "bot"],
+                input="hello from broadcast.py\n", stdout=subprocess.PIPE,
+                stderr=subprocess.PIPE, universal_newlines=True, env=child_env(),
+                timeout=TIMEOUT)
+            self.assertEqual(result.returncode, 0, result.stderr)
+            self.assertRegex(result.stdout, r"-- welcome, bot! ")
+            alice.expect(r"^\d\d:\d\d <bot> hello from broadcast\.py$")
+        started.send_signal(signal.SIGTERM)
+        self.assertEqual(started.wait(TIMEOUT), 0)
+        for reader in readers:
+            reader.join(TIMEOUT)
+        self.assertNotIn("Traceback", errors.text())
+
+    def test_version_and_a_missing_command(self):
+        version = subprocess.run([PYTHON, BROADCAST, "--version"], stdout=subprocess.PIPE,
+                                 stderr=subprocess.STDOUT, universal_newlines=True,
+                                 timeout=TIMEOUT)
+        self.assertEqual(version.returncode, 0)
+        self.assertRegex(version.stdout, r"^broadcast-server \d+\.\d+\.\d+$")
+        bare = subprocess.run([PYTHON, BROADCAST], stdout=subprocess.PIPE,
+                              stderr=subprocess.PIPE, universal_newlines=True, timeout=TIMEOUT)
+        self.assertEqual(bare.returncode, 2)
+        self.assertIn("start", bare.stderr)
+        self.assertNotIn("Traceback", bare.stderr)
+
+
+if __name__ == "__main__":
+    unittest.main()
