@@ -712,7 +712,12 @@ class Session:
         stamp = helpers.clock_stamp()
         out = []    # type: List[str]
         for raw in lines:
-            action = helpers.interpret(helpers.sanitize(helpers.decode(raw)))
+            text = helpers.decode(raw)
+            action = helpers.interpret(helpers.sanitize(text))
+            if action.kind == "nick":
+                # The name as typed: check_name shows a bad character (an
+                # escape, a bidi override) safely, and as what it is.
+                action = helpers.interpret(text)
             if action.kind == "say":
                 if self.member.name is None:
                     self.room.name_guest(self.member)
