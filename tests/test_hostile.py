@@ -148,9 +148,9 @@ class InputTest(HostileCase):
         self.assertTrue(line.endswith("*alice* ^[[2J<U+202E>boo"), line)
         # A name with controls in it is refused, and nobody hears of it.
         alice.sendraw(b"/nick ev\x1b[5mil\n")
-        alice.expect(r"!! invalid name")
+        alice.expect(r"!! invalid name: .* not \^\[$")
         alice.sendraw("/nick ev\u202eil\n".encode())
-        alice.expect(r"!! invalid name: .* not <$")
+        alice.expect(r"!! invalid name: .* not <U\+202E>$")
         alice.send("end of names")
         bob.expect(r"<alice> end of names$")
         carol = self.joined(server, "carol")
