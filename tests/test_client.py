@@ -161,6 +161,9 @@ class TerminalClientTest(ClientTestCase):
         tty = self.terminal("--name", "tty", *args, **kwargs)
         tty.expect(r"-- welcome, tty! ")
         bob.expect(r"-- tty joined$")
+        # Its own copy of the notice, and the prompt drawn again after it:
+        # a key typed while a line is being printed can be echoed in between.
+        tty.expect(r"-- tty joined(\x1b\[0m)?\r\n(?=tty> )")
         tty.wait_reading()
         return tty
 
@@ -186,8 +189,10 @@ class TerminalClientTest(ClientTestCase):
         tty.expect(r"tty> hello")
         tty.type("\x1b[D\x1b[D")     # left twice: between "hel" and "lo"
         at = len("tty> hel")
-        wait_until(lambda: cursor_column(tty.text()) == at, TIMEOUT,
-                   "the cursor to move left")
+        try:
+            wait_until(lambda: cursor_column(tty.text()) == at, TIMEOUT, "the cursor to move left")
+        except AssertionError as exc:
+            raise AssertionError("%s; screen ends %r" % (exc, tty.text()[-300:]))
         bob.send("incoming while editing")
         tty.expect(r"<bob> incoming while editing\r\n")
         wait_until(lambda: tty.text().rstrip("\x08").endswith("tty> hello")
