@@ -153,8 +153,11 @@ class ServerProcess:
     """
 
     def __init__(self, *args: str, port: int = 0, clients_file: Optional[str] = None,
-                 folder: Optional[str] = None, env: Optional[dict] = None) -> None:
+                 folder: Optional[str] = None, env: Optional[dict] = None,
+                 as_is: bool = False) -> None:
+        """as_is: run server.py itself, clients.json written every 0.5 s."""
         self._tmp = None
+        self.command = [PYTHON, SERVER] if as_is else [PYTHON, "-c", _SERVER_BOOT]
         if folder is None:
             self._tmp = tempfile.TemporaryDirectory(prefix="chat-test-")
             folder = self._tmp.name
@@ -168,7 +171,7 @@ class ServerProcess:
         self.port = 0
 
     def start(self) -> "ServerProcess":
-        self.proc = subprocess.Popen([PYTHON, "-c", _SERVER_BOOT] + self.args, cwd=self.folder,
+        self.proc = subprocess.Popen(self.command + self.args, cwd=self.folder,
                                      stdin=subprocess.DEVNULL, stdout=subprocess.PIPE,
                                      stderr=subprocess.PIPE, env=self.env)
         self._threads = [drain(self.proc.stdout, self.log), drain(self.proc.stderr, self.errors)]
@@ -233,9 +236,9 @@ class ServerProcess:
             except (OSError, ValueError):
                 return None
             seen[:] = [records]
-            return records if predicate(records) else None
+            return (records,) if predicate(records) else None   # true even for []
         try:
-            return wait_until(check, timeout, message)
+            return wait_until(check, timeout, message)[0]
         except AssertionError as exc:
             raise AssertionError("%s; last content: %r" % (exc, seen))
 

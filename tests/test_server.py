@@ -591,6 +591,18 @@ class ClientsFileTest(RoomTestCase):
         bob.close()
         self.server.wait_clients(lambda r: [x["name"] for x in r] == ["alicia"], timeout=2)
 
+    def test_at_most_about_a_second_stale_with_the_real_interval(self):
+        server = self.start_server(as_is=True)     # 0.5 s between writes, as shipped
+        alice = self.peer("alice", server=server)
+        server.wait_clients(lambda r: [x["name"] for x in r] == ["alice"], timeout=1.5)
+        bob = self.peer("bob", server=server)
+        server.wait_clients(lambda r: sorted(x["name"] for x in r) == ["alice", "bob"],
+                            timeout=1.5)
+        alice.close()
+        server.wait_clients(lambda r: [x["name"] for x in r] == ["bob"], timeout=1.5)
+        bob.close()
+        server.wait_clients(lambda r: r == [], timeout=1.5)
+
     def test_reset_at_start_up(self):
         folder = tempfile.TemporaryDirectory()
         self.addCleanup(folder.cleanup)
