@@ -501,7 +501,7 @@ _PTY_BOOT = (
 )
 
 
-_CONTROL = re.compile(r"\x1b\[(\d*)([A-Za-z])|[\r\x08]|\x1b[^\[]")
+_CONTROL = re.compile(r"\x1b\[([?\d;]*)([A-Za-z])|[\r\x08]|\x1b[^\[]")
 
 
 def cursor_column(screen: str) -> int:
@@ -519,7 +519,7 @@ def cursor_column(screen: str) -> int:
             column = 0
         elif code == "\x08":
             column = max(0, column - 1)
-        elif match.group(2):
+        elif match.group(2) in ("C", "D", "G"):
             count = int(match.group(1) or 1)
             kind = match.group(2)
             if kind == "D":
