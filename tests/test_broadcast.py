@@ -21,6 +21,9 @@ class BroadcastCommandTest(unittest.TestCase):
              "--clients-file", os.path.join(folder.name, "clients.json")],
             stdin=subprocess.DEVNULL, stdout=subprocess.PIPE, stderr=subprocess.PIPE,
             env=child_env(), cwd=folder.name)
+        self.addCleanup(started.stderr.close)     # cleanups run last first:
+        self.addCleanup(started.stdout.close)     # kill, wait, then close the pipes
+        self.addCleanup(started.wait)
         self.addCleanup(started.kill)
         log, errors = LineLog(), LineLog()
         readers = [drain(started.stdout, log), drain(started.stderr, errors)]
