@@ -201,6 +201,15 @@ class TerminalClientTest(ClientTestCase):
         tty.type("X\r")
         bob.expect(r"^\d\d:\d\d <tty> helXlo$")
 
+    def test_history_recalls_the_last_line(self):
+        bob = self.peer("bob")
+        tty = self.joined(bob, "--no-color")
+        tty.type("said once\r")
+        bob.expect(r"^\d\d:\d\d <tty> said once$")
+        tty.wait_reading()
+        tty.type("\x1b[A\r")      # up arrow, Enter
+        bob.expect(r"^\d\d:\d\d <tty> said once$")
+
     def test_the_prompt_follows_a_rename(self):
         bob = self.peer("bob")
         tty = self.joined(bob, "--no-color")
