@@ -297,9 +297,11 @@ class TerminalClientTest(ClientTestCase):
         tty.expect("before")
         self.server.kill()
         tty.expect(r"-- connection lost; reconnecting")
+        # The first retry, after 1 s, finds nobody: the wait doubles.
+        tty.expect(r"-- .*; trying again in 2 s")
         second = self.start_server(port=port)
         carol = self.peer("carol", second)
-        carol.expect(r"-- tty joined$", timeout=10)   # the first retry is after 1 s
+        carol.expect(r"-- tty joined$", timeout=10)   # the second retry is 2 s later
         tty.expect(r"-- reconnected as tty")
         tty.type(" and after\r")
         carol.expect(r"<tty> before and after$")
