@@ -167,9 +167,13 @@ class TerminalClientTest(ClientTestCase):
         tty.wait_reading()
         return tty
 
-    def test_half_typed_line_survives_an_incoming_message(self):
+    def bob_and_tty(self):
+        """bob (a raw peer) and tty (client.py on a terminal, no colours), joined."""
         bob = self.peer("bob")
-        tty = self.joined(bob, "--no-color")
+        return bob, self.joined(bob, "--no-color")
+
+    def test_half_typed_line_survives_an_incoming_message(self):
+        bob, tty = self.bob_and_tty()
         tty.type("half-")
         tty.expect(r"tty> half-")
         bob.send("incoming while typing")
@@ -183,8 +187,7 @@ class TerminalClientTest(ClientTestCase):
         self.assertEqual(tty.wait(), 0)
 
     def test_the_cursor_stays_where_it_was_when_a_message_arrives(self):
-        bob = self.peer("bob")
-        tty = self.joined(bob, "--no-color")
+        bob, tty = self.bob_and_tty()
         tty.type("hello")
         tty.expect(r"tty> hello")
         tty.type("\x1b[D\x1b[D")     # left twice: between "hel" and "lo"
@@ -202,8 +205,7 @@ class TerminalClientTest(ClientTestCase):
         bob.expect(r"^\d\d:\d\d <tty> helXlo$")
 
     def test_history_recalls_the_last_line(self):
-        bob = self.peer("bob")
-        tty = self.joined(bob, "--no-color")
+        bob, tty = self.bob_and_tty()
         tty.type("said once\r")
         bob.expect(r"^\d\d:\d\d <tty> said once$")
         tty.wait_reading()
@@ -211,8 +213,7 @@ class TerminalClientTest(ClientTestCase):
         bob.expect(r"^\d\d:\d\d <tty> said once$")
 
     def test_the_prompt_follows_a_rename(self):
-        bob = self.peer("bob")
-        tty = self.joined(bob, "--no-color")
+        bob, tty = self.bob_and_tty()
         tty.type("/nick tyler\r")
         bob.expect(r"-- tty is now known as tyler$")
         tty.wait_reading()
@@ -220,8 +221,7 @@ class TerminalClientTest(ClientTestCase):
         tty.expect(r"tyler> x")
 
     def test_prompt_is_shown_once_at_start(self):
-        bob = self.peer("bob")
-        tty = self.joined(bob, "--no-color")
+        bob, tty = self.bob_and_tty()
         tty.type("x")
         tty.expect(r"x")
         self.assertNotIn("tty> tty> ", tty.text())
@@ -275,8 +275,7 @@ class TerminalClientTest(ClientTestCase):
         self.assertNotRegex(tty.text(), r"\x1b\[\d+m")
 
     def test_no_colours_with_the_no_color_option(self):
-        bob = self.peer("bob")
-        tty = self.joined(bob, "--no-color")
+        bob, tty = self.bob_and_tty()
         bob.send("/me waves")
         tty.expect(r"\d\d:\d\d \* bob waves\r\n")
         self.assertNotRegex(tty.text(), r"\x1b\[\d+m")
@@ -291,8 +290,7 @@ class TerminalClientTest(ClientTestCase):
 
     def test_reconnects_with_the_same_name(self):
         port = self.server.port
-        bob = self.peer("bob")
-        tty = self.joined(bob, "--no-color")
+        bob, tty = self.bob_and_tty()
         tty.type("before")
         tty.expect("before")
         self.server.kill()

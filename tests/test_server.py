@@ -760,11 +760,15 @@ class StartupErrorTest(unittest.TestCase):
     def test_port_5000_in_use_mentions_airplay(self):
         holder = socket.socket()
         self.addCleanup(holder.close)
+        # As the server binds: with SO_REUSEADDR, a connection to 5000 left in
+        # TIME_WAIT does not stop the bind (without it, the holder failed,
+        # the server did not, and it ran until the timeout).
+        holder.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
         try:
             holder.bind(("127.0.0.1", 5000))
             holder.listen(1)
         except OSError:
-            pass    # something else holds it: just as busy
+            pass    # something else listens on it: just as busy
         rc, out, err = start_failing("--port", "5000", "--clients-file", self.clients_file)
         self.assertNotEqual(rc, 0)
         self.assertOneClearLine(err, "already in use", "AirPlay")
