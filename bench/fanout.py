@@ -47,7 +47,7 @@ import threading
 import time
 
 sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
-import server   # noqa: E402  (for raise_file_limit: the bench holds many sockets too)
+from broadcast_chat.tuning import raise_file_limit   # noqa: E402  (the bench holds many sockets too)
 
 HERE = os.path.dirname(os.path.abspath(__file__))
 SERVER = os.path.join(os.path.dirname(HERE), "server.py")
@@ -1102,7 +1102,7 @@ def main(argv=None):
     flat_duration = 0.2 if q else args.duration
     many = 50 if q else args.many
     Target.server = os.path.abspath(args.server)
-    nofile = server.raise_file_limit()
+    nofile = raise_file_limit()
     use_ncat = ncat_available() and not args.no_ncat
     targets = ["ours"] + (["ncat"] if use_ncat else [])
     echo("Broadcast Chat fan-out benchmark: %d CPUs, Python %s, RLIMIT_NOFILE %d, ncat %s"

@@ -132,19 +132,6 @@ def drain(stream, log: LineLog) -> threading.Thread:
     return thread
 
 
-# server.py, but with clients.json written up to every 0.05 s instead of
-# every 0.5 s: the tests wait for the file to follow the room, and would
-# otherwise spend most of their time waiting for the next write. The same
-# code runs; run_server() runs the script itself.
-_SERVER_BOOT = (
-    "import sys\n"
-    "sys.path.insert(0, %r)\n"
-    "sys.argv[0] = %r\n"
-    "import server\n"
-    "server.CLIENTS_FILE_INTERVAL = 0.05\n"
-    "sys.exit(server.main())\n" % (ROOT, SERVER))
-
-
 class ServerProcess:
     """`server.py --port PORT` in a temporary folder, as a context manager.
 
@@ -155,15 +142,19 @@ class ServerProcess:
     def __init__(self, *args: str, port: int = 0, clients_file: Optional[str] = None,
                  folder: Optional[str] = None, env: Optional[dict] = None,
                  as_is: bool = False) -> None:
-        """as_is: run server.py itself, clients.json written every 0.5 s."""
+        """as_is: clients.json written at the shipped interval (0.5 s), not
+        every 0.05 s: the tests wait for the file to follow the room, and
+        would otherwise spend most of their time waiting for the next write."""
         self._tmp = None
-        self.command = [PYTHON, SERVER] if as_is else [PYTHON, "-c", _SERVER_BOOT]
+        self.command = [PYTHON, SERVER]
         if folder is None:
             self._tmp = tempfile.TemporaryDirectory(prefix="chat-test-")
             folder = self._tmp.name
         self.folder = folder
         self.clients_file = clients_file or os.path.join(folder, "clients.json")
         self.args = ["--port", str(port), "--clients-file", self.clients_file] + list(args)
+        if not as_is:
+            self.args += ["--clients-file-interval", "0.05"]
         self.env = child_env() if env is None else env
         self.proc = None        # type: Optional[subprocess.Popen]
         self.log = LineLog()

@@ -412,7 +412,7 @@ class ClientsFileHelpersTest(unittest.TestCase):
 class SummarizeNoticesTest(unittest.TestCase):
     def test_short_runs_are_shown_one_by_one_in_order(self):
         events = [("join", "a", ""), ("leave", "b", "quit"),
-                  ("other", "c", "c is now known as d"), ("join", "e", "")]
+                  ("rename", "c", "d"), ("join", "e", "")]
         self.assertEqual(helpers.summarize_notices(events),
                          ["a joined", "b left (quit)", "c is now known as d", "e joined"])
 

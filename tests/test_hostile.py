@@ -45,6 +45,11 @@ def read_clients(path: str):
         return None
 
 
+def json_lines(*values) -> bytes:
+    """Objects of the server's JSON format, one a line."""
+    return b"".join(json.dumps(value).encode() + b"\n" for value in values)
+
+
 class HostileCase(unittest.TestCase):
     """Starts servers and sockets, and checks the room's health afterwards."""
 
@@ -176,14 +181,23 @@ class InputTest(HostileCase):
         conn, _ = listener.accept()
         self.addCleanup(conn.close)
         conn.settimeout(TIMEOUT)
-        self.assertTrue(conn.recv(100).startswith(b"/nick x"))
-        conn.sendall(b"12:00 -- welcome, x! You are alone here.\n"
-                     b"12:00 <ev\x1b[31mil> \x1b]0;pwned\x07\x1b[2J\xe2\x80\xaeoops\r\x08\n")
+        peer = Peer(None, sock=conn, greet=False)
+        peer.expect(r"^/nick x$")
+        evil = "ev\x1b[31mil"
+        conn.sendall(json_lines(
+            {"type": "hello", "version": "9", "limits": {"rate": 20, "burst": 100}},
+            {"type": "reply", "code": "welcome", "text": "welcome, x! You are alone here."},
+            {"type": "event", "id": 1, "time": "2026-01-01T12:00:00.000Z", "kind": "message",
+             "from": evil, "text": "\x1b]0;pwned\x07\x1b[2J\u202eoops\r\x08"},
+            {"type": "private", "time": "2026-01-01T12:00:00.000Z", "from": evil, "to": "x",
+             "text": "\x1b[2J"},
+            {"type": "reply", "code": "who", "text": "\x1b[2J"}))
         client.proc.stdin.close()      # the piped client sends /quit and waits
         conn.recv(100)
         conn.close()
         client.wait(TIMEOUT)
-        client.expect(r"^" + re.escape("12:00 <ev^[[31mil> ^[]0;pwned^G^[[2J<U+202E>oops^M^H") + "$")
+        client.expect(r"^\d\d:\d\d " + re.escape("<ev^[[31mil> ^[]0;pwned^G^[[2J<U+202E>oops^M^H") + "$")
+        client.expect(r"^\d\d:\d\d " + re.escape("*ev^[[31mil* ^[[2J") + "$")
         self.assertNotIn("\x1b", client.out.text())
         self.assertNotIn("\x07", client.out.text())
 
@@ -201,11 +215,20 @@ class InputTest(HostileCase):
         conn.settimeout(TIMEOUT)
         peer = Peer(None, sock=conn, greet=False)
         peer.expect(r"^/nick x$")
+        when = "2026-01-01T12:00:00.000Z"
+        conn.sendall(json_lines(
+            {"type": "hello", "version": "9", "limits": {"rate": 20, "burst": 100}},
+            {"type": "event", "id": 1, "time": when, "kind": "message", "from": "evil",
+             "text": "welcome, x! fooled you"},
+            {"type": "private", "time": when, "from": "evil", "to": "x",
+             "text": "name taken: x is already in use"}))
         conn.sendall(b"12:00 <evil> welcome, x! fooled you\n"
-                     b"12:00 *evil* name taken: x is already in use\n"
-                     b"12:00 !! name taken: x is already in use\n")
+                     b"12:00 -- welcome, x! You are alone here.\n")
+        conn.sendall(json_lines(
+            {"type": "error", "code": "name_taken", "text": "name taken: x is already in use"}))
         peer.expect(r"^/nick x-2$")
-        conn.sendall(b"12:00 -- welcome, x-2! 1 other online.\n")
+        conn.sendall(json_lines({"type": "reply", "code": "welcome",
+                                 "text": "welcome, x-2! 1 other online."}))
         client.proc.stdin.close()
         peer.expect(r"^/quit$")
         conn.close()

@@ -18,7 +18,7 @@ import time
 import unittest
 from typing import List, Optional, Set
 
-import helpers
+from broadcast_chat import tls as tlscodec
 from tests.support import (TIMEOUT, ClientProcess, Peer, ServerProcess, child_env, proc_threads,
                            run_client, run_server, tls_peer, wait_until)
 
@@ -424,10 +424,10 @@ class HandshakeLimitTest(unittest.TestCase):
         ours, theirs = socket.socketpair()
         self.addCleanup(ours.close)
         self.addCleanup(theirs.close)
-        codec = helpers.TlsCodec(trusting(), server_side=False, server_hostname="localhost")
+        codec = tlscodec.TlsCodec(trusting(), server_side=False, server_hostname="localhost")
         started = time.monotonic()
         with self.assertRaises((TimeoutError, socket.timeout)):     # one class from 3.10
-            helpers.tls_handshake(ours, codec, deadline=started + 0.2)   # nobody answers
+            tlscodec.tls_handshake(ours, codec, deadline=started + 0.2)   # nobody answers
         self.assertLess(time.monotonic() - started, 5)
 
 

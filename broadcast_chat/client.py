@@ -1,0 +1,530 @@
+"""The terminal client: a prompt to type at, with a reader thread beside it
+that prints what the others say above the line being typed.
+
+It speaks the server's JSON format (asked for with `/hello json`), so it
+knows every event by its type and code, never by its wording. Without a
+terminal it is a tool: lines from standard input are sent, paced by the
+limits the server announced, what arrives is printed, and it exits once
+the server has taken every line.
+"""
+
+import argparse
+import os
+import queue
+import signal
+import socket
+import ssl
+import sys
+import threading
+import time
+from typing import Any, Callable, Dict, Iterable, Iterator, List, Optional, TextIO, Union
+
+from . import __version__, display, terminal
+from .config import DEFAULT_HOST, DEFAULT_PORT
+from .net import is_loopback
+from .protocol import LineFramer, TokenBucket
+from .text import check_name, decode, name_from_hostname, name_variant, sanitize
+from .tls import (PASSWORD_ENV, TlsCodec, describe_tls_error, modern, read_password,
+                  tls_handshake)
+from .wire import parse_json_line, parse_server_line
+
+BACKOFF_MAX = 30.0
+REGISTER_TIMEOUT = 10.0
+QUIT_TIMEOUT = 10.0
+REFUSED_CODES = frozenset(("flood", "line_too_long"))
+
+Received = Union[Dict[str, Any], str]   # an object of the JSON format, or a line that is not
+
+
+class ChatError(Exception):
+    """A problem to tell the person in one line, then exit with .code."""
+
+    def __init__(self, message: str, code: int = 1) -> None:
+        super().__init__(message)
+        self.code = code
+
+
+class Connection:
+    """A socket to the server read as lines, with TLS done in memory."""
+
+    def __init__(self, host: str, port: int, context: Optional[ssl.SSLContext] = None) -> None:
+        try:
+            self.sock = socket.create_connection((host, port), timeout=REGISTER_TIMEOUT)
+        except socket.gaierror:
+            raise ChatError("cannot find the host %s" % host)
+        except ConnectionRefusedError:
+            raise ChatError("cannot connect to %s:%d: nothing is listening there. "
+                            "Is the server running? Start it with: python3 server.py"
+                            % (host, port))
+        except OSError as exc:
+            raise ChatError("cannot connect to %s:%d: %s" % (host, port, exc.strerror or exc))
+        self.framer = LineFramer(1 << 20)
+        self.pending = []   # type: List[str]
+        self.send_lock = threading.Lock()
+        self.tls = None     # type: Optional[TlsCodec]
+        self.limits = {}    # type: Dict[str, Any]  as the server announced them
+        if context is not None:
+            self.start_tls(context, host)
+
+    def start_tls(self, context: ssl.SSLContext, host: str) -> None:
+        codec = TlsCodec(context, server_side=False, server_hostname=host)
+        try:
+            arrived = tls_handshake(self.sock, codec)
+        except (ssl.SSLError, ssl.CertificateError) as exc:  # 3.6: a name mismatch is no SSLError
+            self.close()
+            reason = describe_tls_error(exc)
+            hint = (" (is it a server without TLS? try without --tls)"
+                    if "does not speak TLS" in reason else
+                    " (it is for another name: use that name with --host)"
+                    if "match" in reason else
+                    " (for a self-signed certificate use --cafile CERT)"
+                    if "certificate" in reason else "")
+            raise ChatError("TLS handshake failed: %s%s" % (reason, hint))
+        except (OSError, ConnectionError) as exc:
+            self.close()
+            raise ChatError("TLS handshake failed: %s" % (getattr(exc, "strerror", None) or exc))
+        self.tls = codec
+        lines, _ = self.framer.feed(arrived)
+        self.pending.extend(decode(line) for line in lines)
+
+    def read_line(self) -> Optional[str]:
+        """The next line from the server, or None at the end."""
+        while not self.pending:
+            try:
+                data = self.sock.recv(65536)
+            except socket.timeout:
+                raise ChatError("the server did not answer in time")
+            except OSError:
+                return None
+            if not data:
+                return None
+            if self.tls is not None:
+                try:
+                    data, reply, closed = self.tls.decrypt(data)
+                    if reply:
+                        self.send_bytes(b"")
+                except (ssl.SSLError, OSError):
+                    return None
+                if closed and not data:
+                    return None
+            lines, _ = self.framer.feed(data)
+            self.pending.extend(decode(line) for line in lines)
+        return self.pending.pop(0)
+
+    def read(self) -> Optional[Received]:
+        """The next object of the JSON format, or a line that is none; None at the end."""
+        line = self.read_line()
+        if line is None:
+            return None
+        event = parse_json_line(line)
+        return line if event is None else event
+
+    def send_line(self, text: str) -> None:
+        # surrogateescape: bytes of the input that were not UTF-8 go out as
+        # they came; the server shows them as U+FFFD.
+        self.send_bytes(text.encode("utf-8", "surrogateescape") + b"\n")
+
+    def send_bytes(self, data: bytes) -> None:
+        with self.send_lock:
+            if self.tls is not None:
+                data = self.tls.encrypt(data)
+            self.sock.sendall(data)
+
+    def register(self, wanted: str, say: Callable[[Received], None],
+                 password: Optional[bytes] = None) -> str:
+        """Take the name wanted, or the first free variant; return it.
+
+        Raises ChatError for every way it can fail, the network's included.
+        """
+        try:
+            return self._register(wanted, say, password)
+        except (OSError, ssl.SSLError) as exc:
+            raise ChatError("lost the connection while joining: %s" % (
+                getattr(exc, "strerror", None) or exc))
+
+    def _register(self, wanted: str, say: Callable[[Received], None],
+                  password: Optional[bytes]) -> str:
+        if password is not None:
+            self.send_bytes(b"/pass " + password + b"\n")
+        self.send_line("/hello json")
+        attempt = 0
+        name = wanted
+        self.send_line("/nick " + name)
+        while True:
+            got = self.read()
+            if got is None:
+                raise ChatError("the server closed the connection%s" % (
+                    "" if self.tls else " (if it uses TLS, add --tls)"))
+            if isinstance(got, str):
+                # Before the hello: the banner for people, or a refusal
+                # before joining (full, wrong password), which comes as an
+                # error line of the text format.
+                line = parse_server_line(got)
+                if line.kind == "error":
+                    raise ChatError(line.text)
+                continue
+            kind, code = got.get("type"), got.get("code")
+            if kind == "hello":
+                limits = got.get("limits")
+                self.limits = limits if isinstance(limits, dict) else {}
+            elif kind == "reply" and code == "welcome":
+                if name != wanted:
+                    say({"type": "reply", "code": "taken",
+                         "text": "%s is taken; you are %s" % (wanted, name)})
+                say(got)
+                self.sock.settimeout(None)
+                return name
+            elif kind == "error" and code == "name_taken":
+                attempt += 1
+                if attempt >= 100:
+                    raise ChatError("no free variant of the name %s" % wanted)
+                name = name_variant(wanted, attempt)
+                self.send_line("/nick " + name)
+            elif kind == "error" and code == "name_invalid":
+                raise ChatError(str(got.get("text")), code=2)
+            elif kind == "error":
+                raise ChatError(str(got.get("text")))
+            else:
+                say(got)
+
+    def close(self) -> None:
+        try:
+            self.sock.shutdown(socket.SHUT_RDWR)
+        except OSError:
+            pass
+        self.sock.close()
+
+
+class Client:
+    def __init__(self, options: argparse.Namespace, out: TextIO = sys.stdout) -> None:
+        self.options = options
+        self.out = out
+        self.interactive = sys.stdin.isatty() and out.isatty()
+        self.colour = want_colour(options.no_color, out)
+        self.name = options.name or name_from_hostname(socket.gethostname())
+        self.conn = None        # type: Optional[Connection]
+        self.print_lock = threading.Lock()
+        self.at_prompt = False  # input() shows the prompt: redraw it after a line
+        self.quitting = threading.Event()
+        self.reader_done = threading.Event()
+        self.exit_code = 0
+        self.refused = 0
+        self.tls_context = client_tls_context(options)
+        self.password = read_password(options.password_file, os.environ)
+        if self.password and not self.tls_context and not is_loopback(options.host):
+            print("client.py: warning: the password goes to %s in clear text: anyone in "
+                  "between can read it (use --tls)" % options.host, file=sys.stderr)
+        self.piped = queue.Queue(100)   # type: queue.Queue  lines read from a pipe; None ends
+        self.readline = terminal.load_readline() if self.interactive else None
+        self.redraw = terminal.find_redraw(self.readline)
+
+    # -- output -------------------------------------------------------------
+
+    def prompt(self) -> str:
+        return self.name + "> "
+
+    def show(self, got: Received) -> None:
+        """Show what the server sent: an object of the JSON format, or a line."""
+        if isinstance(got, str):
+            self.print_line(sanitize(got))
+            return
+        for line in display.render_event(got, self.name, self.colour):
+            self.print_line(line)
+
+    def print_line(self, text: str) -> None:
+        """Print a line above the prompt, keeping what is half typed."""
+        with self.print_lock:
+            if not (self.interactive and self.at_prompt):
+                self.out.write(text + "\n")
+            elif self.redraw is not None:
+                # clear the prompt line, print, and have readline draw it again
+                self.out.write("\r\033[2K" + text + "\n")
+                self.out.flush()
+                self.redraw(self.prompt())
+            else:
+                typed = self.readline.get_line_buffer() if self.readline is not None else ""
+                self.out.write("\r\033[2K" + text + "\n" + self.prompt() + typed)
+            self.out.flush()
+
+    def status(self, text: str) -> None:
+        self.print_line(display.status_line(text, self.colour))
+
+    def problem(self, text: str) -> None:
+        self.print_line(display.error_line(text, self.colour))
+
+    # -- connection ---------------------------------------------------------
+
+    def connect(self) -> None:
+        conn = Connection(self.options.host, self.options.port, self.tls_context)
+        try:
+            self.name = conn.register(self.name, self.show, self.password)
+        except BaseException:
+            conn.close()
+            raise
+        self.conn = conn
+
+    def read_forever(self) -> None:
+        """The reader thread: print what comes; on a lost connection, reconnect."""
+        try:
+            while True:
+                got = self.conn.read() if self.conn else None
+                if got is not None:
+                    self.receive(got)
+                    continue
+                if self.quitting.is_set() or not self.interactive or self.options.no_reconnect:
+                    if not self.quitting.is_set():
+                        self.status("connection to the server lost")
+                        self.exit_code = 1
+                        self.interrupt_main()
+                    return
+                self.conn = None
+                if not self.reconnect():
+                    return
+        finally:
+            self.reader_done.set()
+
+    def receive(self, got: Received) -> None:
+        if isinstance(got, dict):
+            kind = got.get("type")
+            if kind == "error" and got.get("code") in REFUSED_CODES:
+                self.refused += 1
+            elif kind == "event":
+                what = got.get("kind")
+                if what == "rename" and got.get("name") == self.name:
+                    new = got.get("new")
+                    if isinstance(new, str) and new:
+                        self.name = new     # the prompt (and a reconnect) use it
+                elif what in ("message", "action") and got.get("from") == self.name:
+                    return      # our own line, already on screen as typed
+        self.show(got)
+
+    def reconnect(self) -> bool:
+        delay = 1.0
+        self.status("connection lost; reconnecting (Ctrl-C to quit)")
+        while not self.quitting.wait(delay):
+            try:
+                self.connect()
+            except (ChatError, OSError) as exc:
+                self.status("%s; trying again in %d s" % (exc, min(delay * 2, BACKOFF_MAX)))
+                delay = min(delay * 2, BACKOFF_MAX)
+                continue
+            self.status("reconnected as %s" % self.name)
+            return True
+        return False
+
+    def interrupt_main(self) -> None:
+        """Wake the main thread from input(), or from waiting for piped lines."""
+        if self.interactive:
+            os.kill(os.getpid(), signal.SIGINT)
+        else:
+            try:
+                self.piped.put_nowait(None)
+            except queue.Full:
+                pass        # pipe_loop takes a line soon and sees exit_code
+
+    def send(self, text: str) -> bool:
+        conn = self.conn
+        try:
+            if conn is None:
+                raise OSError
+            conn.send_line(text)
+        except OSError:
+            self.problem("not connected: line not sent")
+            return False
+        return True
+
+    # -- input --------------------------------------------------------------
+
+    def type_loop(self) -> None:
+        """The person's side: read lines at a prompt until /quit, ^D or ^C."""
+        if self._type_lines():
+            self.quitting.set()
+        else:
+            self.quit()
+
+    def _type_lines(self) -> bool:
+        """Send what is typed; True when it was /quit, False at ^D."""
+        while not self.reader_done.is_set():
+            try:
+                self.at_prompt = True
+                text = input(self.prompt())
+            except EOFError:
+                break
+            except UnicodeDecodeError:
+                self.problem("that line was not valid text in this terminal's encoding: not sent")
+                continue
+            finally:
+                self.at_prompt = False
+            if text.strip():
+                self.send(text)
+            if text.split(" ", 1)[0].lower() == "/quit":
+                return True
+        return False
+
+    def pace(self) -> TokenBucket:
+        """A bucket under the flood limit the server announced."""
+        limits = self.conn.limits if self.conn else {}
+        rate, burst = limits.get("rate"), limits.get("burst")
+        if not isinstance(rate, (int, float)) or not isinstance(burst, int):
+            rate, burst = 20.0, 100     # a server that announced none: its defaults
+        return TokenBucket(rate * 0.9, max(1, burst // 2))
+
+    def pipe_loop(self, lines: Iterable[str]) -> None:
+        """Send each line of input, paced under the server's flood limit."""
+        bucket = self.pace()
+        threading.Thread(target=self.read_pipe, args=(lines,), name="input", daemon=True).start()
+        while True:
+            text = self.piped.get()
+            if self.exit_code:      # the connection is lost
+                return
+            if text is None:        # end of input
+                break
+            text = text.rstrip("\r\n")
+            if not text.strip():
+                continue
+            while bucket.take(1) == 0:
+                time.sleep(0.01)        # pacing, not synchronisation
+            if not self.send(text):
+                self.exit_code = 1
+                return
+            if text.split(" ", 1)[0].lower() == "/quit":
+                self.quitting.set()
+                return
+        self.quit()
+
+    def read_pipe(self, lines: Iterable[str]) -> None:
+        """Feed lines to pipe_loop from a thread of their own.
+
+        A read from a pipe cannot be interrupted reliably (a signal that comes
+        just before the read starts is handled only once it returns), so the
+        main thread waits on a queue that the reader thread can also end.
+        """
+        try:
+            for text in lines:
+                self.piped.put(text)
+        finally:
+            self.piped.put(None)
+
+    def quit(self) -> None:
+        self.quitting.set()
+        if self.conn is not None:
+            try:
+                self.conn.send_line("/quit")
+            except OSError:
+                pass
+
+    def run(self) -> int:
+        self.connect()
+        reader = threading.Thread(target=self.read_forever, name="reader", daemon=True)
+        try:
+            # Start the reader inside the try: from then on it may interrupt
+            # this thread when the connection is lost, however early.
+            try:
+                reader.start()
+                if self.interactive:
+                    self.type_loop()
+                else:
+                    self.pipe_loop(pipe_lines(sys.stdin.fileno()))
+            except KeyboardInterrupt:
+                if self.exit_code == 0:
+                    self.quit()
+            if self.interactive:
+                self.out.write("\n")
+            # The server answers /quit and closes: then every line was handled.
+            self.reader_done.wait(QUIT_TIMEOUT)
+        except KeyboardInterrupt:   # a lost connection, or ^C again
+            pass
+        if self.refused and self.exit_code == 0:
+            self.exit_code = 1
+        return self.exit_code
+
+
+def want_colour(disabled: bool, stream: TextIO) -> bool:
+    if disabled or os.environ.get("NO_COLOR"):
+        return False
+    return stream.isatty() and os.environ.get("TERM") != "dumb"
+
+
+def pipe_lines(fd: int) -> Iterator[str]:
+    """The lines of a pipe as UTF-8 text that keeps any other bytes as they
+    are (surrogateescape), so a stray byte cannot end the client. Read with
+    os.read: a daemon thread blocked in sys.stdin's buffered reader makes
+    the interpreter abort at exit."""
+    rest = b""
+    while True:
+        data = os.read(fd, 65536)
+        if not data:
+            break
+        *lines, rest = (rest + data).split(b"\n")
+        for line in lines:
+            yield line.decode("utf-8", "surrogateescape")
+    if rest:
+        yield rest.decode("utf-8", "surrogateescape")
+
+
+def add_client_options(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument("--host", default=DEFAULT_HOST,
+                        help="server address (default %(default)s)")
+    parser.add_argument("--port", type=int, default=DEFAULT_PORT,
+                        help="server port (default %(default)s)")
+    parser.add_argument("--name", help="your name (default: this machine's host name)")
+    parser.add_argument("--no-color", action="store_true",
+                        help="no colours (also when NO_COLOR is set or output is not a terminal)")
+    parser.add_argument("--no-reconnect", action="store_true",
+                        help="exit when the connection is lost instead of reconnecting")
+    parser.add_argument("--tls", action="store_true",
+                        help="connect with TLS, checking the server's certificate and name")
+    parser.add_argument("--cafile", metavar="FILE",
+                        help="trust this certificate (PEM), e.g. a self-signed one; implies --tls")
+    parser.add_argument("--insecure", action="store_true",
+                        help="TLS without checking the certificate (warns); implies --tls")
+    parser.add_argument("--password-file", metavar="FILE",
+                        help="room password: the first line of FILE (or set %s)" % PASSWORD_ENV)
+    parser.add_argument("--version", action="version", version="%(prog)s " + __version__)
+
+
+def parse_client_args(argv: Optional[List[str]] = None,
+                      prog: str = "client.py") -> argparse.Namespace:
+    parser = argparse.ArgumentParser(prog=prog, description="Broadcast Chat client.")
+    add_client_options(parser)
+    return parser.parse_args(argv)
+
+
+def client_tls_context(options: argparse.Namespace) -> Optional[ssl.SSLContext]:
+    if not (options.tls or options.cafile or options.insecure):
+        return None
+    context = modern(ssl.create_default_context(cafile=options.cafile))
+    if options.insecure:
+        print("client.py: warning: --insecure: the server's certificate is not checked, "
+              "so anyone in between can read and change the chat", file=sys.stderr)
+        context.check_hostname = False
+        context.verify_mode = ssl.CERT_NONE
+    return context
+
+
+def run(options: argparse.Namespace) -> int:
+    if options.name is not None:
+        _, problem = check_name(options.name)
+        if problem:
+            print("client.py: error: invalid name: " + problem, file=sys.stderr)
+            return 2
+    try:
+        client = Client(options)
+    except ValueError as exc:       # the password file
+        print("client.py: error: %s" % exc, file=sys.stderr)
+        return 2
+    except (ssl.SSLError, OSError) as exc:   # the --cafile
+        print("client.py: error: cannot use the certificate file %s: %s" % (
+            options.cafile, getattr(exc, "strerror", None) or exc), file=sys.stderr)
+        return 2
+    try:
+        return client.run()
+    except ChatError as exc:
+        print("client.py: error: %s" % exc, file=sys.stderr)
+        return exc.code
+    except KeyboardInterrupt:
+        return 130
+
+
+def main(argv: Optional[List[str]] = None, prog: str = "client.py") -> int:
+    return run(parse_client_args(argv, prog))

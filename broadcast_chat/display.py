@@ -1,0 +1,102 @@
+"""What the terminal client shows: events of the JSON format as human
+lines, in this machine's local time, coloured if asked. Pure functions."""
+
+import calendar
+import hashlib
+import time
+from typing import Any, Dict, List, Optional
+
+from .text import name_key, sanitize
+
+RESET = "\033[0m"
+DIM = "\033[2m"
+BOLD = "\033[1m"
+RED = "\033[31m"
+YELLOW = "\033[33m"
+MAGENTA = "\033[35m"
+CYAN = "\033[36m"
+NAME_COLOURS = ("\033[32m", "\033[34m", "\033[35m", "\033[36m",
+                "\033[92m", "\033[94m", "\033[95m", "\033[96m", "\033[33m")
+
+
+def name_colour(name: str) -> str:
+    digest = hashlib.md5(name_key(name).encode("utf-8")).digest()
+    return NAME_COLOURS[digest[0] % len(NAME_COLOURS)]
+
+
+_local_minutes = {}     # type: Dict[str, str]
+
+
+def local_stamp(iso: Optional[str]) -> str:
+    """HH:MM here for a UTC time of the format (2026-12-01T07:45:12.345Z);
+    now, when there is none or it cannot be read."""
+    if not isinstance(iso, str):
+        return time.strftime("%H:%M")
+    minute = iso[:16]
+    stamp = _local_minutes.get(minute)
+    if stamp is None:
+        try:
+            when = calendar.timegm(time.strptime(minute, "%Y-%m-%dT%H:%M"))
+        except ValueError:
+            return time.strftime("%H:%M")
+        if len(_local_minutes) > 1000:
+            _local_minutes.clear()
+        stamp = _local_minutes[minute] = time.strftime("%H:%M", time.localtime(when))
+    return stamp
+
+
+def _text(value: Any) -> str:
+    return sanitize(value) if isinstance(value, str) else sanitize(str(value))
+
+
+def render_event(event: Dict[str, Any], me: str, colour: bool) -> List[str]:
+    """The lines shown for one object of the JSON format (none for a kind
+    this client does not show)."""
+    kind = event.get("type")
+    stamp = local_stamp(event.get("time"))
+    lead = (DIM + stamp + RESET + " ") if colour else stamp + " "
+    if kind == "event":
+        what = event.get("kind")
+        name = _text(event.get("from", ""))
+        text = _text(event.get("text", ""))
+        if what == "message":
+            if colour:
+                return [lead + name_colour(name) + "<" + name + ">" + RESET + " " + text]
+            return [lead + "<" + name + "> " + text]
+        if what == "action":
+            line = "* " + name + " " + text
+            return [lead + (MAGENTA + line + RESET if colour else line)]
+        return [notice(lead, text, colour)]
+    if kind == "private":
+        sender, target = _text(event.get("from", "")), _text(event.get("to", ""))
+        text = _text(event.get("text", ""))
+        if sender == me and target != me:
+            head = "-> *" + target + "*"
+            return [lead + (CYAN + head + RESET if colour else head) + " " + text]
+        head = "*" + sender + "*"
+        return [lead + (BOLD + CYAN + head + RESET if colour else head) + " " + text]
+    if kind == "reply":
+        return [notice(lead, _text(part), colour)
+                for part in str(event.get("text", "")).split("\n")]
+    if kind == "error":
+        line = "!! " + _text(event.get("text", ""))
+        return [lead + (RED + line + RESET if colour else line)]
+    return []
+
+
+def notice(lead: str, text: str, colour: bool) -> str:
+    line = "-- " + text
+    return lead + (YELLOW + line + RESET if colour else line)
+
+
+def status_line(text: str, colour: bool) -> str:
+    """A line of the client's own, as the server's notices look."""
+    return notice((DIM + time.strftime("%H:%M") + RESET + " ") if colour
+                  else time.strftime("%H:%M") + " ", text, colour)
+
+
+def error_line(text: str, colour: bool) -> str:
+    stamp = time.strftime("%H:%M")
+    line = "!! " + text
+    return ((DIM + stamp + RESET + " " + RED + line + RESET) if colour
+            else stamp + " " + line)

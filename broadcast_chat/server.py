@@ -1,0 +1,468 @@
+"""The server's threaded shell: the listening socket, a reader thread per
+client, start-up and shutdown.
+
+The path of one line: a reader thread's recv() -> protocol.classify()
+(steps: a Say block or commands) -> Session.handle() (flood limit) ->
+Room.say() (orders it: an Event with an id, under the lock) ->
+Room._fan_out() (one rendering per format, Writer.put() for each member)
+-> Writer.write_claimed() by the same thread for idle members, or the
+Writer thread's sendmsg() for the others.
+"""
+
+import _thread
+import errno
+import hmac
+import os
+import selectors
+import signal
+import socket
+import ssl
+import sys
+import threading
+import time
+import traceback
+from typing import List, Optional, Tuple
+
+from . import tuning, wire
+from .admission import Arrival, Gate
+from .config import ServerConfig, parse_server_args
+from .jsonfile import write_json_atomic
+from .log import Log
+from .net import address_group, format_address, is_loopback
+from .persistence import ClientsFile
+from .protocol import LineFramer, classify, interpret_lines
+from .room import Member, Room
+from .session import Session
+from .tls import TlsCodec, describe_tls_error, modern, read_password, recv_before, tls_handshake
+from .writer import Writer
+
+PASSWORD_NEEDED = ("password needed: this chat has a password; send /pass SECRET first "
+                   "(client.py reads it from BROADCAST_PASSWORD or --password-file)")
+WRONG_PASSWORD = "wrong password"
+
+
+class Refused(Exception):
+    """A connection turned away before it joins: the text is for the log."""
+
+
+class ChatServer:
+    """The listening socket, its accept loop, and everything it starts.
+
+    Shaped like the standard library's socketserver.BaseServer:
+    serve_forever() until shutdown() (from another thread) or an exception
+    in this one; close() says goodbye to every member and stops the rest.
+    """
+
+    accept_batch = 256          # connections accepted per wake-up
+    small_read = 1024           # what an idle reader holds while it waits
+    large_read = 65536          # used while a client keeps the pipe full
+    shutdown_grace = 1.0        # seconds to flush goodbyes at shutdown
+    listen_backlog = 4096       # the kernel caps it at net.core.somaxconn
+
+    def __init__(self, config: ServerConfig, log: Log) -> None:
+        """Raises OSError when the address cannot be bound, and ssl.SSLError
+        or ValueError for an unusable certificate, key or password file."""
+        self.config = config
+        self.log = log
+        self.tls_context = server_tls_context(config)
+        self.password = read_password(config.password_file, os.environ)
+        self.listener = self.bind(config.host, config.port)
+        self.gate = Gate(counts_handshakes=self.tls_context is not None or
+                         self.password is not None)
+        self.writer = Writer(threading.Lock(), config.queue_limit, log)
+        self.room = Room(self.writer, log, config.max_clients, config.max_per_address,
+                         config.idle_timeout)
+        self.clients_file = ClientsFile(config.clients_file, config.clients_file_interval,
+                                        self.room.snapshot, log)
+        self.room.on_change = self.clients_file.changed
+        self.timers = threading.Thread(target=self.room.run_timers, name="room-timers",
+                                       daemon=True)
+        self.accept_failing = False
+        self.stopping = False
+        self.stopped = threading.Event()
+        self.wake_reader, self.wake_writer = socket.socketpair()
+        # Made here, so that a started server has every descriptor it keeps.
+        self.selector = selectors.DefaultSelector()
+        self.selector.register(self.listener, selectors.EVENT_READ)
+        self.selector.register(self.wake_reader, selectors.EVENT_READ)
+
+    @staticmethod
+    def bind(host: str, port: int) -> socket.socket:
+        family = socket.AF_INET6 if ":" in host else socket.AF_INET
+        listener = socket.socket(family, socket.SOCK_STREAM)
+        try:
+            if os.name != "nt":     # on Windows it would let two servers share the port
+                listener.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+            listener.bind((host, port))
+            listener.listen(ChatServer.listen_backlog)
+            listener.setblocking(False)
+        except BaseException:
+            listener.close()
+            raise
+        return listener
+
+    @property
+    def server_address(self) -> Tuple:
+        return self.listener.getsockname()
+
+    def __enter__(self) -> "ChatServer":
+        return self
+
+    def __exit__(self, *exc_info) -> None:
+        self.close()
+
+    # -- the accept loop ---------------------------------------------------------
+
+    def start(self) -> None:
+        self.writer.start()
+        self.timers.start()
+        self.clients_file.start()
+
+    def serve_forever(self, poll_interval: float = 0.5) -> None:
+        try:
+            while not self.stopping:
+                for key, _ in self.selector.select(poll_interval):
+                    if key.fileobj is self.listener:
+                        self.accept_waiting()
+        finally:
+            self.stopped.set()
+
+    def shutdown(self) -> None:
+        """Make serve_forever() return, and wait for it (from another thread)."""
+        self.stopping = True
+        try:
+            self.wake_writer.send(b"!")
+        except OSError:
+            pass
+        self.stopped.wait()
+
+    def accept_waiting(self) -> None:
+        """Accept every connection waiting, not one per wake-up: connection
+        storms otherwise overflow the listen queue and clients wait seconds
+        for their SYN to be retried."""
+        for _ in range(self.accept_batch):
+            try:
+                sock, peer = self.listener.accept()
+            except (BlockingIOError, InterruptedError):
+                return
+            except OSError as exc:  # out of file descriptors, most likely
+                if not self.accept_failing:
+                    self.log("error", "accept failed: %s; raise the open-file limit "
+                                      "(ulimit -n) or lower --max-clients" % (exc.strerror or exc))
+                    self.accept_failing = True
+                time.sleep(0.1)     # back off; the waiting connection stays queued
+                return
+            self.accept_failing = False
+            self.start_reader(sock, peer)
+
+    def start_reader(self, sock: socket.socket, peer: Tuple) -> None:
+        """Start the connection's thread. Handshakes are counted here, in
+        the order connections came; the thread starts without waiting for it
+        to run (threading.Thread.start() waits: a thread switch each)."""
+        host = address_group(peer[0])
+        with self.room.lock:
+            members, from_host = len(self.room.members), self.room.per_host[host]
+        config = self.config
+        arrival = Arrival(self.gate, host, self.gate.begin_handshake(
+            host, members, from_host, config.max_clients, config.max_per_address))
+        try:
+            arrival.hold_slot()
+            _thread.start_new_thread(self.serve_connection, (sock, peer, arrival))
+        except BaseException:
+            # No thread (or a signal while waiting for a slot): give the
+            # counts back. Arrival's methods run once, whoever calls first.
+            arrival.release()
+            close_socket(sock)
+            raise
+
+    # -- one connection ----------------------------------------------------------
+
+    def serve_connection(self, sock: socket.socket, peer: Tuple, arrival: Arrival) -> None:
+        """A connection's thread: a bug here costs one client, not the server."""
+        try:
+            self.handle(sock, peer, arrival)
+        except Exception as exc:
+            self.log("error", format_address(peer), "%s: %s\n%s" % (
+                type(exc).__name__, exc, traceback.format_exc().rstrip()))
+            if not arrival.admitted:
+                close_socket(sock)
+        finally:
+            arrival.release()
+
+    def handle(self, sock: socket.socket, peer: Tuple, arrival: Arrival) -> None:
+        address = format_address(peer)
+        framer = LineFramer(self.config.max_line)
+        if arrival.refusal:
+            arrival.settle()
+            self.log("refuse", address, arrival.refusal + " (before joining)")
+            if self.tls_context is None:
+                say_now(sock, None, arrival.refusal)
+            return close_socket(sock)
+        if self.gate.counts_handshakes:
+            arrival.settle()    # counted already; the handshake may take a while
+        try:
+            tuning.tune_socket(sock)
+            sock.settimeout(self.gate.handshake_timeout)
+            deadline = time.monotonic() + self.gate.handshake_timeout
+            tls, arrived = self.open_tls(sock, deadline)
+            early = self.authenticate(sock, tls, framer, arrival.host, arrived, deadline)
+        except Refused as exc:
+            self.log("refuse", address, str(exc))
+            return close_socket(sock)
+        except ssl.SSLError as exc:
+            self.log("refuse", address, "TLS handshake failed: " + describe_tls_error(exc))
+            return close_socket(sock)
+        except (OSError, ValueError) as exc:
+            self.log("refuse", address, "lost before joining: %s" % (
+                getattr(exc, "strerror", None) or exc or type(exc).__name__))
+            return close_socket(sock)
+        finally:
+            arrival.end_handshake()
+        sock.setblocking(False)     # from here on the Writer writes it, never waiting
+        member = Member(sock, peer)
+        refusal = self.room.admit(member, tls_transform(tls) if tls else None)
+        arrival.admitted = refusal is None
+        arrival.settle()
+        if refusal is not None:
+            self.log("refuse", address, refusal)
+            say_now(sock, tls, refusal)
+            return close_socket(sock)
+        self.log("connect", address)
+        self.converse(member, framer, early, tls)
+
+    def converse(self, member: Member, framer: LineFramer, early: List[bytes],
+                 tls: Optional[TlsCodec]) -> None:
+        """Read the member's lines until it leaves."""
+        config, room, writer = self.config, self.room, self.writer
+        sock = member.sock
+        session = Session(room, member, config.rate_limit, config.burst, config.max_line,
+                          room.clock)
+        session.banner()
+        reason = "connection lost"
+        waiter = tuning.ReadWaiter(sock)
+        size = self.small_read
+        first = True
+        try:
+            if early:
+                session.handle(interpret_lines(early), 0)
+            while session.quit_reason is None:
+                if writer.lagging:
+                    writer.wait_for_space()
+                try:
+                    data = sock.recv(size)
+                except BlockingIOError:
+                    waiter.wait()
+                    continue
+                if not data:
+                    break
+                member.last_heard = time.monotonic()
+                size = self.large_read if len(data) == size else self.small_read
+                if tls is not None:
+                    data, reply, closed = tls.decrypt(data)
+                    if reply:
+                        room.poke(member)
+                    if closed:
+                        break
+                elif first and data.startswith(b"\x16\x03"):
+                    reason = "spoke TLS to a server without TLS"
+                    break
+                first = False
+                steps, too_long = classify(framer, data, fast=member.name is not None)
+                session.handle(steps, too_long)
+            if session.quit_reason is not None:
+                reason = session.quit_reason
+        except (OSError, ssl.SSLError):
+            pass
+        except Exception as exc:   # a bug must cost one client, not the server
+            self.log("error", member.address, "%s: %s\n%s" % (
+                type(exc).__name__, exc, traceback.format_exc().rstrip()))
+            reason = "server error"
+        finally:
+            room.leave(member, reason)
+
+    # -- before joining: TLS and the password --------------------------------------
+
+    def open_tls(self, sock: socket.socket,
+                 deadline: float) -> Tuple[Optional[TlsCodec], bytes]:
+        """The TLS codec (None without TLS) and the plain text that came with the handshake."""
+        if self.tls_context is None:
+            return None, b""
+        codec = TlsCodec(self.tls_context, server_side=True)
+        return codec, tls_handshake(sock, codec, deadline)
+
+    def authenticate(self, sock: socket.socket, tls: Optional[TlsCodec],
+                     framer: LineFramer, host: str, arrived: bytes,
+                     deadline: float) -> List[bytes]:
+        """Check that the first line is /pass with the room's password.
+
+        arrived is plain text already read (with the TLS handshake). Returns
+        the lines that came after the password. Repeated failures from one
+        address wait longer and longer before their answer.
+        """
+        lines, too_long = framer.feed(arrived)
+        if self.password is None:
+            return lines
+        first = True
+        while not lines and not too_long:
+            data = recv_before(sock, 4096, deadline, "the password")
+            if not data:
+                raise Refused("no password given")
+            if tls is None and first and data.startswith(b"\x16\x03"):
+                # Plain text back makes the client's TLS say "does not speak TLS".
+                say_now(sock, tls, "this server does not use TLS")
+                raise Refused("spoke TLS to a server without TLS")
+            if tls is not None:
+                data, reply, _ = tls.decrypt(data)
+                if reply:
+                    sock.sendall(tls.encrypt(b""))
+            first = False
+            lines, too_long = framer.feed(data)
+        if too_long:
+            lines.append(b"")
+        word, _, rest = lines[0].partition(b" ")
+        given = rest.lstrip(b" ") if word.lower() == b"/pass" else None
+        if given is None:
+            say_now(sock, tls, PASSWORD_NEEDED)
+            raise Refused("no password given")
+        time.sleep(self.gate.take_turn(host))     # throttling, not waiting for anything
+        if not hmac.compare_digest(given, self.password):
+            self.gate.record_failure(host)
+            say_now(sock, tls, WRONG_PASSWORD)
+            raise Refused("wrong password")
+        self.gate.record_success(host)
+        return lines[1:]
+
+    # -- the end -----------------------------------------------------------------
+
+    def close(self) -> None:
+        """Stop accepting, say goodbye, close every socket, empty the file."""
+        self.listener.close()
+        self.room.close("server shutting down", self.shutdown_grace)
+        self.timers.join(1.0)
+        self.clients_file.stop()
+        self.clients_file.write([])
+        self.selector.close()
+        self.wake_reader.close()
+        self.wake_writer.close()
+
+
+def tls_transform(codec: TlsCodec):
+    """What the writer sends for queued pieces: one TLS record run."""
+    def transform(pieces: List[bytes]) -> List[bytes]:
+        return [codec.encrypt(b"".join(pieces))]
+    return transform
+
+
+def say_now(sock: socket.socket, tls: Optional[TlsCodec], text: str) -> None:
+    """Send one error line to a socket that is not in the room, never waiting."""
+    data = wire.error(wire.TEXT, "refused", text, time.time())
+    try:
+        sock.setblocking(False)
+        sock.send(tls.encrypt(data) if tls else data)
+    except (OSError, ssl.SSLError):
+        pass
+
+
+def close_socket(sock: socket.socket) -> None:
+    try:
+        sock.shutdown(socket.SHUT_RDWR)
+    except OSError:
+        pass
+    sock.close()
+
+
+def server_tls_context(config: ServerConfig) -> Optional[ssl.SSLContext]:
+    """A server context with modern defaults: TLS 1.2 or newer."""
+    if not config.tls_cert:
+        return None
+    context = modern(ssl.create_default_context(ssl.Purpose.CLIENT_AUTH))
+    for path in (config.tls_cert, config.tls_key):
+        try:
+            open(path, "rb").close()
+        except OSError as exc:   # load_cert_chain's own error names no file
+            raise ValueError("cannot read %s: %s" % (path, exc.strerror or exc))
+    context.load_cert_chain(config.tls_cert, config.tls_key)
+    return context
+
+
+def bind_error(host: str, port: int, exc: OSError) -> str:
+    if exc.errno == errno.EADDRINUSE:
+        text = ("port %d on %s is already in use: is another server running? "
+                "Pick another with --port" % (port, host))
+        if port == 5000:
+            text += " (on macOS the AirPlay Receiver often holds port 5000)"
+        return text
+    if exc.errno == errno.EACCES:
+        return "no permission to listen on port %d: ports below 1024 need root; use --port" % port
+    if exc.errno == errno.EADDRNOTAVAIL or isinstance(exc, socket.gaierror):
+        return "cannot listen on %s: no such address on this machine" % host
+    return "cannot listen on %s:%d: %s" % (host, port, exc.strerror or exc)
+
+
+class Stop(BaseException):
+    """Raised in the main thread by SIGTERM, like KeyboardInterrupt by SIGINT
+    (and like it not an Exception, so no `except Exception` swallows it)."""
+
+
+def _raise_stop(signum, frame) -> None:
+    raise Stop()
+
+
+def main(argv: Optional[List[str]] = None, prog: str = "server.py") -> int:
+    return run(ServerConfig.from_args(parse_server_args(argv, prog)))
+
+
+def run(config: ServerConfig) -> int:
+    problem = config.problem()
+    if problem:
+        print("server.py: error: " + problem, file=sys.stderr)
+        return 2
+    tuning.raise_file_limit()
+    tuning.small_thread_stacks()
+    log = Log()
+    log.start()
+    try:
+        server = ChatServer(config, log)
+    except ssl.SSLError as exc:
+        print("server.py: error: cannot use the TLS certificate and key: %s" % (
+            exc.reason or exc), file=sys.stderr)
+        return 2
+    except ValueError as exc:
+        print("server.py: error: %s" % exc, file=sys.stderr)
+        return 2
+    except OSError as exc:
+        if exc.filename:
+            print("server.py: error: cannot read %s: %s" % (exc.filename, exc.strerror),
+                  file=sys.stderr)
+            return 2
+        print("server.py: error: " + bind_error(config.host, config.port, exc), file=sys.stderr)
+        return 1
+    server.room.on_size = tuning.SwitchInterval()
+    if not is_loopback(config.host) and server.tls_context is None and server.password is None:
+        print("server.py: warning: listening on %s without TLS or a password: anyone who can "
+              "reach this port can join and read the chat" % config.host, file=sys.stderr)
+    try:
+        write_json_atomic(config.clients_file, [])     # reset what a crashed run left
+    except OSError as exc:
+        # The checks in ServerConfig.problem cannot see everything (root
+        # passes os.access; /proc refuses new files): the first write decides.
+        print("server.py: error: cannot write the clients file %s: %s" % (
+            config.clients_file, exc.strerror or exc), file=sys.stderr)
+        server.listener.close()
+        return 2
+    host, port = server.server_address[:2]
+    shown = "[%s]" % host if ":" in host else host
+    signal.signal(signal.SIGTERM, _raise_stop)
+    try:
+        server.start()
+        print("Server running on %s:%d" % (shown, port), flush=True)
+        server.serve_forever(poll_interval=0.5)
+    except (KeyboardInterrupt, Stop):
+        pass
+    finally:
+        signal.signal(signal.SIGTERM, signal.SIG_IGN)
+        signal.signal(signal.SIGINT, signal.SIG_IGN)
+        server.close()
+        log("stop", "server stopped")
+        log.close()
+    return 0

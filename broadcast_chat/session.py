@@ -1,0 +1,145 @@
+"""What one client's lines do: the per-member half of the protocol.
+
+A Session gets the steps of each read (protocol.classify), applies the
+flood limit, and acts on them through the room's public methods. Commands
+are a table: COMMANDS maps each command to the method that runs it.
+"""
+
+from typing import Any, Callable, Dict, Optional
+
+from . import __version__, wire
+from .protocol import (HELP_LINES, Action, Say, Step, TokenBucket, count_lines,
+                       first_lines)
+from .room import ADMITTED, Member, Room
+from typing import List
+
+
+class Session:
+    """One member's lines: flood control, messages and commands."""
+
+    flood_strikes = 10      # refused reads in a row before a disconnect
+
+    def __init__(self, room: Room, member: Member, rate: float, burst: int,
+                 max_line: int, clock: Callable[[], float]) -> None:
+        self.room = room
+        self.member = member
+        self.rate = rate
+        self.burst = max(1, burst)
+        self.max_line = max_line
+        self.clock = clock
+        self.bucket = TokenBucket(rate, burst)
+        self.strikes = 0
+        self.quit_reason = None     # type: Optional[str]
+
+    # -- answers for this member only ------------------------------------------
+
+    def reply(self, code: str, text: str, after_notices: bool = False, **fields: Any) -> None:
+        self.room.tell(self.member, wire.reply(self.member.fmt, code, text, self.clock(),
+                                               **fields), after_notices)
+
+    def error(self, code: str, text: str, **fields: Any) -> None:
+        self.room.tell(self.member, wire.error(self.member.fmt, code, text, self.clock(),
+                                               **fields))
+
+    def banner(self) -> None:
+        self.reply("banner", "Broadcast Chat %s: %d online. /nick NAME picks your name; "
+                   "/help lists the commands." % (__version__, self.room.named_count()))
+
+    # -- a read ------------------------------------------------------------------
+
+    def handle(self, steps: List[Step], too_long: int) -> None:
+        """Act on the steps of one read; messages read together go out together."""
+        if too_long:
+            self.error("line_too_long", "line too long: %d line%s over %d bytes not sent" % (
+                too_long, "" if too_long == 1 else "s", self.max_line), lines=too_long)
+        count = count_lines(steps)
+        granted = self.within_rate(count)
+        if granted < count:
+            steps = first_lines(steps, granted)
+        member, room = self.member, self.room
+        for step in steps:
+            if isinstance(step, Say):
+                if member.name is None:
+                    room.name_guest(member)
+                room.say(member, step.block, step.count)
+                continue
+            self.COMMANDS[step.kind](self, step)
+            if self.quit_reason is not None:
+                return
+
+    def within_rate(self, count: int) -> int:
+        """How many of count lines the flood limit lets through; a warning
+        for the rest, and a disconnect after flood_strikes refusals in a row."""
+        granted = self.bucket.take(count)
+        if granted == count:
+            self.strikes = 0
+            return count
+        self.strikes += 1
+        if self.strikes >= self.flood_strikes:
+            self.room.drop(self.member, "flooding", tell=True)
+            return 0
+        refused = count - granted
+        self.error("flood", "flood: %d line%s not sent; the limit is %g lines a second" % (
+            refused, "" if refused == 1 else "s", self.rate), lines=refused)
+        return granted
+
+    # -- commands ---------------------------------------------------------------
+
+    def bad_command(self, action: Action) -> None:
+        self.error(action.target, action.text)
+
+    def nick(self, action: Action) -> None:
+        problem = self.room.rename(self.member, action.target)
+        if problem:
+            self.error(*problem)
+
+    def who(self, action: Action) -> None:
+        names = self.room.names()
+        self.reply("who", "%d online: %s" % (len(names), ", ".join(names) or "nobody named yet"),
+                   after_notices=True, names=names)
+
+    def help(self, action: Action) -> None:
+        self.reply("help", "\n".join(HELP_LINES))
+
+    def password(self, action: Action) -> None:
+        self.reply("pass_not_needed", "you are in: /pass is needed only as the first line, "
+                                      "on a chat with a password")
+
+    def hello(self, action: Action) -> None:
+        """Switch this member to the JSON format; only before it has a name."""
+        member = self.member
+        if member.state != ADMITTED:
+            self.error("hello_late", "/hello comes before /nick and before anything said")
+            return
+        member.fmt = wire.JSON
+        self.room.tell(member, wire.dumps({
+            "type": "hello", "version": __version__, "online": self.room.named_count(),
+            "last_id": self.room.last_id,
+            "limits": {"rate": self.rate, "burst": self.burst, "max_line": self.max_line}}))
+
+    def quit(self, action: Action) -> None:
+        self.quit_reason = "quit: " + action.text if action.text else "quit"
+        self.reply("goodbye", "goodbye")
+
+    def me(self, action: Action) -> None:
+        if self.member.name is None:
+            self.room.name_guest(self.member)
+        self.room.act(self.member, action.text)
+
+    def msg(self, action: Action) -> None:
+        member, room = self.member, self.room
+        if member.name is None:
+            room.name_guest(member)
+        target = room.find(action.target)
+        if target is None:
+            self.error("no_such_name", "no such name: %s (/who lists who is online)"
+                       % action.target, name=action.target)
+        elif target is member:
+            self.error("self_message", "that is you: /msg sends to someone else")
+        else:
+            room.whisper(member, target, action.text)
+
+    COMMANDS = {
+        "error": bad_command, "nick": nick, "who": who, "help": help, "pass": password,
+        "hello": hello, "quit": quit, "me": me, "msg": msg,
+    }   # type: Dict[str, Callable[[Session, Action], None]]

@@ -1,0 +1,45 @@
+"""Redrawing the line being typed after a line is printed above it.
+
+readline is imported only when an interactive client asks for it: the
+server and the piped client never load it (nor a C library through ctypes).
+"""
+
+import sys
+from typing import Callable, Optional
+
+
+def load_readline():
+    """The readline module, or None (Windows, or a Python built without it)."""
+    try:
+        import readline
+    except ImportError:
+        return None
+    return readline
+
+
+def find_redraw(readline) -> Optional[Callable[[str], None]]:
+    """A function that draws the prompt and the half-typed line again on a
+    fresh line, with the cursor where the user left it, or None.
+
+    That takes GNU readline's rl_set_prompt() and rl_forced_update_display()
+    (through ctypes): the readline module only offers redisplay(), which
+    draws nothing while readline thinks the line is still on screen. None
+    without GNU readline (libedit, Windows): then the line is drawn again by
+    hand and the cursor ends after it.
+    """
+    if readline is None or "libedit" in (getattr(readline, "__doc__", "") or ""):
+        return None
+    try:
+        import ctypes
+        library = ctypes.CDLL(readline.__file__)    # its symbols include libreadline's
+        set_prompt = library.rl_set_prompt
+        forced_update = library.rl_forced_update_display
+    except (ImportError, OSError, AttributeError):
+        return None
+    set_prompt.argtypes = [ctypes.c_char_p]
+
+    def redraw(prompt: str) -> None:
+        # readline copies the prompt; a rename changes it mid-line.
+        set_prompt(prompt.encode(sys.stdout.encoding or "utf-8", "replace"))
+        forced_update()
+    return redraw

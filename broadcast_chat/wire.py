@@ -1,0 +1,290 @@
+"""What the server sends: events, replies and errors, in two formats.
+
+TEXT is one human line per event, readable as it is in nc:
+
+    12:34 <alice> hello            a message
+    12:34 * alice waves            an action (/me)
+    12:34 *alice* psst             a private message to you
+    12:34 -> *bob* psst            your private message, as sent
+    12:34 -- bob joined            a notice: joins, leaves, renames, replies
+    12:34 !! name taken: bob       an error, for you only
+
+JSON (asked for with `/hello json`) is one JSON object per line, with ids,
+kinds, names and UTC times, so that a program never reads English:
+
+    {"type":"event","id":7,"time":"2026-12-01T07:45:12.345Z","kind":"message","from":"alice","text":"hello"}
+    {"type":"private","time":"...","from":"alice","to":"bob","text":"psst"}
+    {"type":"reply","code":"who","text":"2 online: alice, bob","names":["alice","bob"]}
+    {"type":"error","code":"name_taken","text":"name taken: bob is already in use"}
+
+Pure code: no sockets, no threads. An Event renders each format once and
+keeps the bytes, so a piece shared by a thousand members is made once.
+"""
+
+import collections
+import json
+import re
+import time
+from typing import Any, Dict, List, Optional, Sequence, Tuple
+
+TEXT = "text"
+JSON = "json"
+
+NOTICE_RUN_LIMIT = 3    # joins (or leaves) in a row shown one by one
+
+_encode_json = json.JSONEncoder(ensure_ascii=False, separators=(",", ":")).encode
+
+
+def dumps(value: Any) -> bytes:
+    """One compact JSON line (the text in it is already safe: no controls)."""
+    return _encode_json(value).encode("utf-8") + b"\n"
+
+
+_stamp_cache = [-1, ""]     # [minute since the epoch, its HH:MM]
+
+
+def clock_stamp(now: Optional[float] = None) -> str:
+    """HH:MM in this machine's local time."""
+    if now is None:
+        return time.strftime("%H:%M", time.localtime())
+    minute = int(now // 60)
+    if _stamp_cache[0] != minute:
+        _stamp_cache[:] = [minute, time.strftime("%H:%M", time.localtime(now))]
+    return _stamp_cache[1]
+
+
+def iso_time(when: float) -> str:
+    """UTC with milliseconds: 2026-12-01T07:45:12.345Z."""
+    whole = int(when)
+    return "%s.%03dZ" % (time.strftime("%Y-%m-%dT%H:%M:%S", time.gmtime(whole)),
+                         int((when - whole) * 1000))
+
+
+def fmt_message(stamp: str, name: str, text: str) -> str:
+    return "%s <%s> %s\n" % (stamp, name, text)
+
+
+def fmt_action(stamp: str, name: str, text: str) -> str:
+    return "%s * %s %s\n" % (stamp, name, text)
+
+
+def fmt_private_in(stamp: str, name: str, text: str) -> str:
+    return "%s *%s* %s\n" % (stamp, name, text)
+
+
+def fmt_private_out(stamp: str, name: str, text: str) -> str:
+    return "%s -> *%s* %s\n" % (stamp, name, text)
+
+
+def fmt_notice(stamp: str, text: str) -> str:
+    return "%s -- %s\n" % (stamp, text)
+
+
+def fmt_error(stamp: str, text: str) -> str:
+    return "%s !! %s\n" % (stamp, text)
+
+
+# --------------------------------------------------------------------------
+# Events: what the room relays, each with a room-wide id
+
+Notice = collections.namedtuple("Notice", "kind names others detail")
+"""A notice as shown: kind join, leave or rename; names the first names of a
+run (a rename: [old, new]); others how many more the run had; detail the
+reason of a single leave."""
+
+
+def fold_notices(waiting: Sequence[Tuple[str, str, str]],
+                 limit: int = NOTICE_RUN_LIMIT) -> List[Notice]:
+    """Notices waiting together, long runs folded.
+
+    waiting holds (kind, name, detail): join (detail unused), leave (the
+    reason) or rename (the new name). A run of more than limit joins becomes
+    one notice "a, b, c and 97 others joined"; leaves alike.
+    """
+    notices = []    # type: List[Notice]
+    start = 0
+    while start < len(waiting):
+        kind = waiting[start][0]
+        end = start + 1
+        if kind in ("join", "leave"):
+            while end < len(waiting) and waiting[end][0] == kind:
+                end += 1
+        run = waiting[start:end]
+        if kind == "rename":
+            notices.append(Notice("rename", [run[0][1], run[0][2]], 0, ""))
+        elif len(run) > limit:
+            notices.append(Notice(kind, [name for _, name, _ in run[:limit]],
+                                  len(run) - limit, ""))
+        else:
+            notices.extend(Notice(kind, [name], 0, detail) for _, name, detail in run)
+        start = end
+    return notices
+
+
+def notice_text(notice: Notice) -> str:
+    if notice.kind == "rename":
+        return "%s is now known as %s" % tuple(notice.names)
+    verb = "joined" if notice.kind == "join" else "left"
+    if notice.others:
+        return "%s and %d others %s" % (", ".join(notice.names), notice.others, verb)
+    if notice.kind == "leave":
+        return "%s left (%s)" % (notice.names[0], notice.detail)
+    return "%s joined" % notice.names[0]
+
+
+def summarize_notices(waiting: Sequence[Tuple[str, str, str]],
+                      limit: int = NOTICE_RUN_LIMIT) -> List[str]:
+    """The text of notices waiting together, with long runs folded."""
+    return [notice_text(notice) for notice in fold_notices(waiting, limit)]
+
+
+class Event:
+    """Events the room ordered together, with ids first .. first + count - 1
+    and one time. kind is "message" (block: count LF-ended lines of safe
+    text), "action" (text), or a notice (notice: a Notice)."""
+
+    __slots__ = ("first", "count", "time", "kind", "name", "block", "text", "notice",
+                 "_text", "_json")
+
+    def __init__(self, first: int, when: float, kind: str, name: str = "",
+                 block: bytes = b"", count: int = 1, text: str = "",
+                 notice: Optional[Notice] = None) -> None:
+        self.first = first
+        self.count = count
+        self.time = when
+        self.kind = kind
+        self.name = name
+        self.block = block
+        self.text = text
+        self.notice = notice
+        self._text = None   # type: Optional[bytes]
+        self._json = None   # type: Optional[bytes]
+
+    @property
+    def last(self) -> int:
+        return self.first + self.count - 1
+
+    def render(self, fmt: str) -> bytes:
+        if fmt == TEXT:
+            if self._text is None:
+                self._text = self._render_text()
+            return self._text
+        if self._json is None:
+            self._json = self._render_json()
+        return self._json
+
+    def _render_text(self) -> bytes:
+        stamp = clock_stamp(self.time)
+        if self.kind == "message":
+            prefix = ("%s <%s> " % (stamp, self.name)).encode("utf-8")
+            block = self.block
+            return prefix + block[:-1].replace(b"\n", b"\n" + prefix) + b"\n"
+        if self.kind == "action":
+            return fmt_action(stamp, self.name, self.text).encode("utf-8")
+        return fmt_notice(stamp, notice_text(self.notice)).encode("utf-8")
+
+    def _render_json(self) -> bytes:
+        head = {"type": "event", "id": self.first, "time": iso_time(self.time),
+                "kind": self.kind}    # type: Dict[str, Any]
+        if self.kind == "message":
+            lines = self.block[:-1].split(b"\n")
+            out = []
+            for number, line in enumerate(lines, self.first):
+                head["id"] = number
+                head["from"] = self.name
+                head["text"] = line.decode("utf-8")
+                out.append(dumps(head))
+            return b"".join(out)
+        if self.kind == "action":
+            head["from"] = self.name
+            head["text"] = self.text
+        else:
+            notice = self.notice
+            if notice.kind == "rename":
+                head["name"], head["new"] = notice.names
+            else:
+                head["names"] = notice.names
+                head["others"] = notice.others
+                if notice.kind == "leave" and not notice.others:
+                    head["reason"] = notice.detail
+            head["text"] = notice_text(notice)
+        return dumps(head)
+
+
+def render_events(events: Sequence[Event], fmt: str) -> bytes:
+    return b"".join([event.render(fmt) for event in events])
+
+
+# --------------------------------------------------------------------------
+# Replies and errors: for one member, in its format
+
+
+def reply(fmt: str, code: str, text: str, when: float, **fields: Any) -> bytes:
+    """A notice for one member (text may hold several lines)."""
+    return _answer(fmt, "reply", fmt_notice, code, text, when, fields)
+
+
+def error(fmt: str, code: str, text: str, when: float, **fields: Any) -> bytes:
+    """An error for one member."""
+    return _answer(fmt, "error", fmt_error, code, text, when, fields)
+
+
+def _answer(fmt: str, kind: str, line, code: str, text: str, when: float,
+            fields: Dict[str, Any]) -> bytes:
+    if fmt == TEXT:
+        stamp = clock_stamp(when)
+        return "".join(line(stamp, part) for part in text.split("\n")).encode("utf-8")
+    value = {"type": kind, "code": code, "text": text}
+    value.update(fields)
+    return dumps(value)
+
+
+def private(fmt: str, when: float, sender: str, target: str, text: str,
+            outgoing: bool) -> bytes:
+    """A private message, as the target sees it or (outgoing) its sender."""
+    if fmt == TEXT:
+        stamp = clock_stamp(when)
+        if outgoing:
+            return fmt_private_out(stamp, target, text).encode("utf-8")
+        return fmt_private_in(stamp, sender, text).encode("utf-8")
+    return dumps({"type": "private", "time": iso_time(when), "from": sender,
+                  "to": target, "text": text})
+
+
+# --------------------------------------------------------------------------
+# Reading it back (the client side)
+
+
+def parse_json_line(line: str) -> Optional[Dict[str, Any]]:
+    """A line of the JSON format as a dict with a "type", or None."""
+    if not line.startswith("{"):
+        return None
+    try:
+        value = json.loads(line)
+    except ValueError:
+        return None
+    if not isinstance(value, dict) or not isinstance(value.get("type"), str):
+        return None
+    return value
+
+
+ServerLine = collections.namedtuple("ServerLine", "stamp kind name text")
+
+_SERVER_LINE = re.compile(
+    r"(\d\d:\d\d) (?:<([^>\s]+)> |\* ([^\s]+) |\*([^*\s]+)\* |-> \*([^*\s]+)\* |(--) |(!!) )(.*)\Z",
+    re.S)
+_GROUP_KINDS = {2: "message", 3: "action", 4: "private_in", 5: "private_out",
+                6: "notice", 7: "error"}
+
+
+def parse_server_line(line: str) -> ServerLine:
+    """Classify a line of the TEXT format; unknown lines are 'raw'."""
+    match = _SERVER_LINE.match(line)
+    if match is None:
+        return ServerLine("", "raw", "", line)
+    for group, kind in _GROUP_KINDS.items():
+        value = match.group(group)
+        if value is not None:
+            name = value if group <= 5 else ""
+            return ServerLine(match.group(1), kind, name, match.group(8))
+    return ServerLine("", "raw", "", line)      # pragma: no cover
