@@ -146,7 +146,6 @@ class Room:
         if problem:
             return "name_invalid", "invalid name: " + problem
         key = names.name_key(name)
-        claims = []     # type: list
         with self.lock:
             if member.state == LEFT:
                 return None
@@ -162,11 +161,10 @@ class Room:
             member.name, member.key = name, key
             if old is None:
                 member.state = JOINED
-                self._welcome(member, claims)
+                self._welcome(member)
                 self._announce("join", name)
             else:
                 self._announce("rename", old, name)
-        self.writer.write_claimed(claims)
         self.on_change()
         if old is None:
             self.log("join", name, member.address)
@@ -182,7 +180,7 @@ class Room:
                 wanted = "guest-%d" % self.guest_serial
             self.rename(member, wanted)
 
-    def _welcome(self, member: Member, claims: list) -> None:
+    def _welcome(self, member: Member) -> None:
         assert self.lock.locked()
         others = len(self.by_key) - 1
         text = "welcome, %s! %s. /help lists the commands." % (
@@ -192,7 +190,7 @@ class Room:
         # thousands joining at once, flushing them at each join would cost
         # a write to every member per join.
         self.writer.put(member.queue, wire.reply(member.fmt, "welcome", text, self.clock(),
-                                                 name=member.name, others=others), claims)
+                                                 name=member.name, others=others))
 
     def find(self, name: str) -> Optional[Member]:
         key = names.name_key(name)
@@ -224,41 +222,35 @@ class Room:
         self._relay(sender, "action", text=text)
 
     def _relay(self, sender: Member, kind: str, **fields: Any) -> None:
-        claims = []     # type: list
         with self.lock:
             if sender.state != JOINED:
                 return
-            self._flush_notices(claims)
+            self._flush_notices()
             event = self._order(kind, sender.name, **fields)
-            self._fan_out([event], claims, sender)
-        self.writer.write_claimed(claims)
+            self._fan_out([event], sender)
 
     def whisper(self, sender: Member, target: Member, text: str) -> None:
         """A private message: to the target after the waiting notices (nobody
         hears from a member before hearing it joined), and back to the sender."""
-        claims = []     # type: list
         with self.lock:
             if target.state != JOINED:
                 return
-            self._flush_notices(claims)
+            self._flush_notices()
             now = self.clock()
             self.writer.put(target.queue, wire.private(
-                target.fmt, now, sender.name, target.name, text, False), claims)
+                target.fmt, now, sender.name, target.name, text, False))
             self.writer.put(sender.queue, wire.private(
-                sender.fmt, now, sender.name, target.name, text, True), claims)
-        self.writer.write_claimed(claims)
+                sender.fmt, now, sender.name, target.name, text, True))
 
     def tell(self, member: Member, data: bytes, after_notices: bool = False) -> None:
         """Queue an answer for one member. Waiting notices stay waiting
         (flushing them would cost a write to every member) unless
         after_notices: an answer about the room (/who) must not arrive
         before the notices that led to it (a rename just made)."""
-        claims = []     # type: list
         with self.lock:
             if after_notices:
-                self._flush_notices(claims)
-            self.writer.put(member.queue, data, claims)
-        self.writer.write_claimed(claims)
+                self._flush_notices()
+            self.writer.put(member.queue, data)
 
     def poke(self, member: Member) -> None:
         with self.lock:
@@ -302,8 +294,7 @@ class Room:
             self.ring_events -= old.count
             self.ring_bytes -= len(old.block) + len(old.text)
 
-    def _fan_out(self, events: List[wire.Event], claims: list,
-                 sender: Optional[Member] = None) -> None:
+    def _fan_out(self, events: List[wire.Event], sender: Optional[Member] = None) -> None:
         """Queue events for every member (the sender only if it echoes)."""
         assert self.lock.locked()
         pieces = {}     # type: Dict[str, bytes]
@@ -314,7 +305,7 @@ class Room:
             piece = pieces.get(member.fmt)
             if piece is None:
                 piece = pieces[member.fmt] = wire.render_events(events, member.fmt)
-            put(member.queue, piece, claims)
+            put(member.queue, piece)
 
     def _announce(self, kind: str, name: str, detail: str = "") -> None:
         """Add a notice for everyone (see wire.fold_notices)."""
@@ -324,7 +315,7 @@ class Room:
             self.timers.notify()
         self.notices.append((kind, name, detail))
 
-    def _flush_notices(self, claims: list) -> None:
+    def _flush_notices(self) -> None:
         """Order the waiting notices and queue them for everyone, as one piece."""
         assert self.lock.locked()
         if not self.notices:
@@ -332,7 +323,7 @@ class Room:
         folded = wire.fold_notices(self.notices)
         self.notices = []
         events = [self._order(notice.kind, notice=notice) for notice in folded]
-        self._fan_out(events, claims)
+        self._fan_out(events)
 
     def _notice_wait(self) -> float:
         """How long notices wait to be folded: longer in a larger room,
@@ -344,24 +335,19 @@ class Room:
     def run_timers(self) -> None:
         """Flush notices when due and drop idle members, until close()."""
         idle_at = time.monotonic() + self.idle_check
-        while True:
-            claims = []     # type: list
-            with self.lock:
-                if self.closing:
-                    return
+        with self.lock:
+            while not self.closing:
                 now = time.monotonic()
                 due = self.notices_since + self._notice_wait() if self.notices else None
                 if due is not None and now >= due:
-                    self._flush_notices(claims)
+                    self._flush_notices()
                     due = None
                 if self.idle_timeout and now >= idle_at:
                     self._drop_idle(now)
                     idle_at = now + self.idle_check
                 waits = [t - now for t in (due, idle_at if self.idle_timeout else None)
                          if t is not None]
-                if not claims:
-                    self.timers.wait(max(0.0, min(waits)) if waits else None)
-            self.writer.write_claimed(claims)
+                self.timers.wait(max(0.0, min(waits)) if waits else None)
 
     def _drop_idle(self, now: float) -> None:
         assert self.lock.locked()
@@ -376,7 +362,7 @@ class Room:
             self.closing = True
             self.timers.notify()
             self.writer.begin_stop(grace)
-            self._flush_notices(None)
+            self._flush_notices()
             now = self.clock()
             for member in self.members:
                 self.writer.end(member.queue, "server shutting down",

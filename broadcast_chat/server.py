@@ -5,8 +5,8 @@ The path of one line: a reader thread's recv() -> protocol.classify()
 (steps: a Say block or commands) -> Session.handle() (flood limit) ->
 Room.say() (orders it: an Event with an id, under the lock) ->
 Room._fan_out() (one rendering per format, Writer.put() for each member)
--> Writer.write_claimed() by the same thread for idle members, or the
-Writer thread's sendmsg() for the others.
+-> the Writer thread: Writer._take() (the queued pieces) -> Writer.write()
+(one non-blocking sendmsg of them all).
 """
 
 import _thread
@@ -241,6 +241,7 @@ class ChatServer:
         reason = "connection lost"
         waiter = tuning.ReadWaiter(sock)
         size = self.small_read
+        full = False    # the last read filled the buffer: more is likely waiting
         first = True
         try:
             if early:
@@ -248,15 +249,18 @@ class ChatServer:
             while session.quit_reason is None:
                 if writer.lagging:
                     writer.wait_for_space()
+                if not full:
+                    waiter.wait()
                 try:
                     data = sock.recv(size)
                 except BlockingIOError:
-                    waiter.wait()
+                    full = False
                     continue
                 if not data:
                     break
                 member.last_heard = time.monotonic()
-                size = self.large_read if len(data) == size else self.small_read
+                full = len(data) == size
+                size = self.large_read if full else self.small_read
                 if tls is not None:
                     data, reply, closed = tls.decrypt(data)
                     if reply:

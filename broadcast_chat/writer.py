@@ -7,11 +7,7 @@ that closes member sockets, so no write can reach a reused descriptor.
 
 Who may touch what: a SendQueue's fields are guarded by `Writer.lock` (the
 room shares it, so that all members see events in one order), except
-`unsent`, which belongs to whoever holds the queue (`holder`): nobody
-(idle, nothing waiting), the Writer thread, or a caller that took the queue
-for a direct write (`put` hands an idle queue's piece straight back, so
-that in a quiet room a line is written by the thread that received it,
-without waking the Writer).
+`unsent` and `watched`, which belong to the Writer thread.
 """
 
 import collections
@@ -25,15 +21,10 @@ from typing import Callable, Deque, List, Optional, Tuple
 
 Pieces = List[bytes]
 
-IDLE = "idle"
-WRITER = "writer"
-CALLER = "caller"
-
-
 class SendQueue:
     """What waits to be sent to one member."""
 
-    __slots__ = ("sock", "group", "transform", "pieces", "queued", "unsent", "holder",
+    __slots__ = ("sock", "group", "transform", "pieces", "queued", "unsent", "scheduled",
                  "lagging", "reason", "retired", "watched")
 
     def __init__(self, sock: socket.socket, group: str,
@@ -43,8 +34,8 @@ class SendQueue:
         self.transform = transform  # pieces as they go on the wire (TLS, WebSocket frames)
         self.pieces = collections.deque()   # type: Deque[bytes]
         self.queued = 0             # bytes in pieces
-        self.unsent = []            # type: Pieces  what a write did not take (the holder's)
-        self.holder = IDLE
+        self.unsent = []            # type: Pieces  what a write did not take
+        self.scheduled = False      # in the Writer's hands: ready, being written or watched
         self.lagging = False        # queued past Writer.lag_bytes
         self.reason = ""            # why the writer ended it, if it did
         self.retired = False        # the member left: close once flushed
@@ -92,13 +83,9 @@ class Writer(threading.Thread):
         self.open_groups[group] += 1
         return SendQueue(sock, group, transform)
 
-    def put(self, queue: SendQueue, piece: bytes, claims: Optional[list]) -> None:
-        """Queue piece for queue's member.
-
-        With claims (a list), an idle queue is not queued to but taken:
-        (queue, piece) is appended to claims, and the caller must pass
-        claims to write_claimed() once it has released the lock.
-        """
+    def put(self, queue: SendQueue, piece: bytes) -> None:
+        """Queue piece for queue's member. Call with lock held (asserted by
+        the callers' loops, once per fan-out)."""
         if queue.reason or queue.retired:
             return
         # Only a backlog already past the limit is too slow: a member that
@@ -107,12 +94,8 @@ class Writer(threading.Thread):
         if queue.queued > self.queue_limit:
             self.end(queue, "too slow: send queue over %d bytes" % self.queue_limit)
             return
-        if queue.holder == IDLE:
-            if claims is not None and not self.stopping:
-                queue.holder = CALLER
-                claims.append((queue, piece))
-                return
-            self._hand_over(queue)
+        if not queue.scheduled:
+            self._schedule(queue)
         queue.pieces.append(piece)
         queue.queued += len(piece)
         if queue.queued > self.lag_bytes and not queue.lagging:
@@ -123,8 +106,8 @@ class Writer(threading.Thread):
     def poke(self, queue: SendQueue) -> None:
         """Write queue's socket even with nothing queued (a TLS reply waits)."""
         assert self.lock.locked()
-        if queue.holder == IDLE and not queue.retired:
-            self._hand_over(queue)
+        if not queue.scheduled and not queue.retired:
+            self._schedule(queue)
 
     def end(self, queue: SendQueue, reason: str, goodbye: bytes = b"") -> None:
         """Stop sending to queue's member and make its reader see the end.
@@ -140,8 +123,8 @@ class Writer(threading.Thread):
         if goodbye:
             queue.pieces.append(goodbye)
             queue.queued += len(goodbye)
-            if queue.holder == IDLE:
-                self._hand_over(queue)
+            if not queue.scheduled:
+                self._schedule(queue)
             how = socket.SHUT_RD
         else:
             queue.pieces.clear()
@@ -194,8 +177,8 @@ class Writer(threading.Thread):
         self.deadline = time.monotonic() + grace
         self._wake()
 
-    def _hand_over(self, queue: SendQueue) -> None:
-        queue.holder = WRITER
+    def _schedule(self, queue: SendQueue) -> None:
+        queue.scheduled = True
         self.ready.append(queue)
         self._wake()
 
@@ -215,20 +198,6 @@ class Writer(threading.Thread):
             if self.lagging_groups[queue.group] <= 0:
                 del self.lagging_groups[queue.group]
             self.space.notify_all()
-
-    # -- direct writes, called without the lock --------------------------------
-
-    def write_claimed(self, claims: List[Tuple[SendQueue, bytes]]) -> None:
-        """Write the pieces put() handed back, then give each queue back:
-        to nobody when all went out, else to the Writer thread."""
-        for queue, piece in claims:
-            self.write(queue, [piece])
-        with self.lock:
-            for queue, _ in claims:
-                if queue.unsent or queue.pieces or queue.retired:
-                    self._hand_over(queue)
-                else:
-                    queue.holder = IDLE
 
     # -- the thread ------------------------------------------------------------
 
@@ -295,15 +264,15 @@ class Writer(threading.Thread):
                     self.ready.append(queue)    # past max_write: go on
                     more = True
                 else:
-                    queue.holder = IDLE
+                    queue.scheduled = False
         return more
 
     def _close_retired(self) -> bool:
         """Close the sockets of members that left; True once stopped."""
         with self.lock:
             retiring, self.retiring = self.retiring, []
-            keep = [q for q in retiring if q.holder == CALLER or (
-                self.stopping and time.monotonic() < self.deadline and (q.pieces or q.unsent))]
+            keep = [q for q in retiring if self.stopping and time.monotonic() < self.deadline
+                    and (q.pieces or q.unsent)]
             self.retiring.extend(keep)
             done = self.stopping and not self.retiring
         for queue in retiring:
@@ -313,7 +282,6 @@ class Writer(threading.Thread):
 
     def write(self, queue: SendQueue, pieces: Pieces) -> None:
         """Send what the socket takes now; keep the rest in queue.unsent.
-        Only the queue's holder calls this.
 
         An unexpected error ends this member, with the traceback logged;
         nobody else's data is touched.
