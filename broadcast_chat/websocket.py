@@ -352,6 +352,12 @@ class CloseCode(enum.IntEnum):
 
 
 _OPCODES = frozenset(int(opcode) for opcode in Opcode)
+# Plain ints for the receive path, where looking up an enum member costs
+# more than the comparison it is for.
+_CONTINUATION = int(Opcode.CONTINUATION)
+_TEXT = int(Opcode.TEXT)
+_CLOSE = int(Opcode.CLOSE)
+_PING = int(Opcode.PING)
 MAX_CONTROL_PAYLOAD = 125   # RFC 6455 5.5
 MAX_CLOSE_REASON = MAX_CONTROL_PAYLOAD - 2
 
@@ -501,14 +507,13 @@ class Utf8Decoder:
 # --------------------------------------------------------------------------
 # Events
 
+_set_slot = object.__setattr__
+
+
 class Event:
     """Something the peer did; small, immutable, compared by value."""
 
     __slots__ = ()
-
-    def __init__(self, *values: object) -> None:
-        for name, value in zip(self.__slots__, values):
-            object.__setattr__(self, name, value)
 
     def __setattr__(self, name: str, value: object) -> None:
         raise AttributeError("%s is immutable" % type(self).__name__)
@@ -534,7 +539,7 @@ class Text(Event):
     __slots__ = ("data",)
 
     def __init__(self, data: str) -> None:
-        super().__init__(data)
+        _set_slot(self, "data", data)
 
 
 class Binary(Event):
@@ -542,7 +547,7 @@ class Binary(Event):
     __slots__ = ("data",)
 
     def __init__(self, data: bytes) -> None:
-        super().__init__(data)
+        _set_slot(self, "data", data)
 
 
 class Ping(Event):
@@ -550,14 +555,14 @@ class Ping(Event):
     __slots__ = ("data",)
 
     def __init__(self, data: bytes) -> None:
-        super().__init__(data)
+        _set_slot(self, "data", data)
 
 
 class Pong(Event):
     __slots__ = ("data",)
 
     def __init__(self, data: bytes) -> None:
-        super().__init__(data)
+        _set_slot(self, "data", data)
 
 
 class Close(Event):
@@ -565,7 +570,8 @@ class Close(Event):
     __slots__ = ("code", "reason")
 
     def __init__(self, code: int, reason: str = "") -> None:
-        super().__init__(code, reason)
+        _set_slot(self, "code", code)
+        _set_slot(self, "reason", reason)
 
 
 # --------------------------------------------------------------------------
@@ -697,7 +703,7 @@ class Connection:
                 if header_end < 0:
                     break
                 position = header_end
-            if self._opcode >= Opcode.CLOSE:
+            if self._opcode >= _CLOSE:
                 if end - position < self._length:
                     break
                 payload = data[position:position + self._length]
@@ -732,12 +738,12 @@ class Connection:
             return self._reject(CloseCode.PROTOCOL_ERROR, "unknown opcode %d" % opcode)
         if not second & 0x80:
             return self._reject(CloseCode.PROTOCOL_ERROR, "client frame not masked")
-        if opcode >= Opcode.CLOSE:
+        if opcode >= _CLOSE:
             if not fin:
                 return self._reject(CloseCode.PROTOCOL_ERROR, "fragmented control frame")
             if length > MAX_CONTROL_PAYLOAD:
                 return self._reject(CloseCode.PROTOCOL_ERROR, "control frame over 125 bytes")
-        elif opcode == Opcode.CONTINUATION:
+        elif opcode == _CONTINUATION:
             if not self._message_opcode:
                 return self._reject(CloseCode.PROTOCOL_ERROR, "continuation frame without a message")
         elif self._message_opcode:
@@ -756,7 +762,7 @@ class Connection:
             length = int.from_bytes(data[position + 2:position + 10], "big")
             if length >> 63:
                 return self._reject(CloseCode.PROTOCOL_ERROR, "frame length over 2**63")
-        if (opcode < Opcode.CLOSE and self.max_message_size is not None
+        if (opcode < _CLOSE and self.max_message_size is not None
                 and self._message_size + length > self.max_message_size):
             return self._reject(CloseCode.MESSAGE_TOO_BIG,
                                 "message over %d bytes" % self.max_message_size)
@@ -778,11 +784,11 @@ class Connection:
 
     def _receive_control(self, payload: bytes, events: List[Event]) -> None:
         opcode = self._opcode
-        if opcode == Opcode.CLOSE:
+        if opcode == _CLOSE:
             self._receive_close(payload, events)
         elif self.state is not State.OPEN:
             return
-        elif opcode == Opcode.PING:
+        elif opcode == _PING:
             self._output.append(encode_pong(payload))
             events.append(Ping(payload))
         else:
@@ -820,13 +826,13 @@ class Connection:
         bytes arrive, so invalid UTF-8 fails at its first invalid byte.
         """
         if self._received == 0:
-            if self._opcode != Opcode.CONTINUATION:
+            if self._opcode != _CONTINUATION:
                 if self._fin and len(chunk) == self._length:
                     self._in_frame = False
                     self._receive_message(self._opcode, apply_mask(chunk, self._mask), events)
                     return
                 self._message_opcode = self._opcode
-                if self._opcode == Opcode.TEXT:
+                if self._opcode == _TEXT:
                     self._decoder = Utf8Decoder()
             self._message_size += self._length
         offset = self._received % 4
@@ -861,7 +867,7 @@ class Connection:
             events.append(Binary(b"".join(parts)))
 
     def _receive_message(self, opcode: int, payload: bytes, events: List[Event]) -> None:
-        if opcode == Opcode.TEXT:
+        if opcode == _TEXT:
             try:
                 text = payload.decode("utf-8")
             except UnicodeDecodeError:
