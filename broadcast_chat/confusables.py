@@ -1,0 +1,46 @@
+"""Unicode Security Mechanisms (UTS #39) for chat names: the skeleton, and
+the characters drawn as nothing.
+
+Pure functions over the tables generated in _confusables.py from the
+Unicode data files (see tools/build_confusables.py).
+"""
+
+import bisect
+import unicodedata
+
+from . import _confusables
+
+_IGNORABLE_FIRSTS = tuple(first for first, _ in _confusables.DEFAULT_IGNORABLE)
+_IGNORABLE_LASTS = tuple(last for _, last in _confusables.DEFAULT_IGNORABLE)
+_PROTOTYPES = _confusables.PROTOTYPES
+SMALL_CAPITALS = {code: chr(capital)
+                  for code, capital in _confusables.SMALL_CAPITALS.items()}
+"""For str.translate: LATIN LETTER SMALL CAPITAL A to LATIN CAPITAL LETTER A,
+and the like. To a reader a small capital is a case of its letter, but
+Unicode gives it no case mapping, and UTS #39 maps only some of them, to
+look-alikes (U+026A to i)."""
+
+
+def default_ignorable(ch: str) -> bool:
+    """Whether ch has the Unicode property Default_Ignorable_Code_Point:
+    drawn as nothing at all (zero-width characters, joiners, bidi controls,
+    variation selectors, the Hangul fillers U+115F, U+1160, U+3164, U+FFA0,
+    tags, and the code points kept for more of them)."""
+    code = ord(ch)
+    at = bisect.bisect_right(_IGNORABLE_FIRSTS, code) - 1
+    return at >= 0 and code <= _IGNORABLE_LASTS[at]
+
+
+def skeleton(text: str) -> str:
+    """The UTS #39 skeleton of text (internalSkeleton, as of Unicode 15.1):
+    NFD, default-ignorable code points removed, each character replaced by
+    its prototype from confusables.txt, NFD again. Strings drawn alike have
+    the same skeleton: "\u0430lice" (Cyrillic a), "aIice" and "alice".
+
+    The table holds the sources a name can meet (letters, marks, numbers,
+    '-', '_', '.'): for text in NFKC made of those this is the standard
+    skeleton; other symbols and punctuation are left as they are."""
+    text = unicodedata.normalize("NFD", text)
+    mapped = "".join([_PROTOTYPES.get(ch, ch) for ch in text
+                      if not default_ignorable(ch)])
+    return unicodedata.normalize("NFD", mapped)
