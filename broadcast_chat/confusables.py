@@ -5,13 +5,16 @@ Pure functions over the tables generated in _confusables.py from the
 Unicode data files (see tools/build_confusables.py).
 """
 
-import bisect
+import re
 import unicodedata
+from typing import Optional
 
 from . import _confusables
 
-_IGNORABLE_FIRSTS = tuple(first for first, _ in _confusables.DEFAULT_IGNORABLE)
-_IGNORABLE_LASTS = tuple(last for _, last in _confusables.DEFAULT_IGNORABLE)
+# One character class of every range: searched in C.
+_IGNORABLE = re.compile("[%s]" % "".join(
+    "%s-%s" % (re.escape(chr(first)), re.escape(chr(last)))
+    for first, last in _confusables.DEFAULT_IGNORABLE))
 _PROTOTYPES = _confusables.PROTOTYPES
 SMALL_CAPITALS = {code: chr(capital)
                   for code, capital in _confusables.SMALL_CAPITALS.items()}
@@ -26,9 +29,13 @@ def default_ignorable(ch: str) -> bool:
     drawn as nothing at all (zero-width characters, joiners, bidi controls,
     variation selectors, the Hangul fillers U+115F, U+1160, U+3164, U+FFA0,
     tags, and the code points kept for more of them)."""
-    code = ord(ch)
-    at = bisect.bisect_right(_IGNORABLE_FIRSTS, code) - 1
-    return at >= 0 and code <= _IGNORABLE_LASTS[at]
+    return _IGNORABLE.match(ch) is not None
+
+
+def first_default_ignorable(text: str) -> Optional[str]:
+    """The first default-ignorable character of text, or None."""
+    match = _IGNORABLE.search(text)
+    return None if match is None else match.group()
 
 
 def skeleton(text: str) -> str:
@@ -40,7 +47,6 @@ def skeleton(text: str) -> str:
     The table holds the sources a name can meet (letters, marks, numbers,
     '-', '_', '.'): for text in NFKC made of those this is the standard
     skeleton; other symbols and punctuation are left as they are."""
-    text = unicodedata.normalize("NFD", text)
-    mapped = "".join([_PROTOTYPES.get(ch, ch) for ch in text
-                      if not default_ignorable(ch)])
+    text = _IGNORABLE.sub("", unicodedata.normalize("NFD", text))
+    mapped = "".join([_PROTOTYPES.get(ch, ch) for ch in text])
     return unicodedata.normalize("NFD", mapped)

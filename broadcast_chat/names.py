@@ -8,7 +8,8 @@ import re
 import unicodedata
 from typing import Dict, Generic, Hashable, Optional, Tuple, TypeVar
 
-from .confusables import SMALL_CAPITALS, default_ignorable, skeleton
+from .confusables import (SMALL_CAPITALS, default_ignorable, first_default_ignorable,
+                          skeleton)
 
 NAME_MAX = 24
 # A name is refused by its raw length before anything normalises it, as
@@ -115,10 +116,8 @@ _CHARS_RULE = "a name has letters, digits, '-', '_' and '.' only, not "
 
 def _invisible(text: str) -> Optional[str]:
     """The error for the first character of text drawn as nothing, or None."""
-    for ch in text:
-        if default_ignorable(ch):
-            return _CHARS_RULE + "the invisible " + _shown(ch)
-    return None
+    ch = first_default_ignorable(text)
+    return None if ch is None else _CHARS_RULE + "the invisible " + _shown(ch)
 
 
 def check_name_chars(name: str) -> Optional[str]:

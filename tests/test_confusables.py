@@ -6,7 +6,7 @@ import unittest
 from unittest import mock
 
 from broadcast_chat import _confusables, confusables, names
-from broadcast_chat.confusables import default_ignorable, skeleton
+from broadcast_chat.confusables import default_ignorable, first_default_ignorable, skeleton
 from broadcast_chat.names import check_name, name_key, name_keys, names_clash
 
 # Look-alikes of names that are online or reserved, each as measured or as
@@ -122,6 +122,11 @@ class DefaultIgnorableTest(unittest.TestCase):
         for ch in ("a", " ", "\t", "\x00", "\u00ac", "\u00ae", "\u1161", "\u3165",
                    "\u200a", "\u2010", "\ufe10", "\U000e1000", "\U0010ffff", "\u0430"):
             self.assertFalse(default_ignorable(ch), "U+%04X" % ord(ch))
+
+    def test_first_default_ignorable(self):
+        self.assertEqual(first_default_ignorable("bob\u200b\u3164"), "\u200b")
+        self.assertEqual(first_default_ignorable("bob\U000e0041"), "\U000e0041")
+        self.assertIsNone(first_default_ignorable("b\u00f6b \u1161"))
 
 
 class NameKeyTest(unittest.TestCase):
