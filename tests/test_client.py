@@ -216,6 +216,9 @@ class TerminalClientTest(ClientTestCase):
         bob, tty = self.bob_and_tty()
         tty.type("/nick tyler\r")
         bob.expect(r"-- tty is now known as tyler$")
+        # Type once the prompt is drawn again after the notice: a key typed
+        # while a line is being printed can be echoed in between.
+        tty.expect(r"-- tty is now known as tyler(\x1b\[0m)?\r\n(?=tyler> )")
         tty.wait_reading()
         tty.type("x")
         tty.expect(r"tyler> x")
