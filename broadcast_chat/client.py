@@ -23,7 +23,8 @@ from . import __version__, display, terminal
 from .config import DEFAULT_HOST, DEFAULT_PORT
 from .net import is_loopback
 from .protocol import LineFramer, TokenBucket
-from .text import check_name, decode, name_from_hostname, name_variant, sanitize
+from .names import check_name, name_from_hostname, name_variant
+from .text import decode, sanitize
 from .tls import (PASSWORD_ENV, TlsCodec, describe_tls_error, modern, read_password,
                   tls_handshake)
 from .wire import parse_json_line, parse_server_line

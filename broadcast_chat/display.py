@@ -6,7 +6,8 @@ import hashlib
 import time
 from typing import Any, Dict, List, Optional
 
-from .text import name_key, sanitize
+from .names import name_key
+from .text import sanitize
 
 RESET = "\033[0m"
 DIM = "\033[2m"

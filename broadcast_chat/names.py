@@ -10,6 +10,7 @@ from typing import Dict, Generic, Hashable, Optional, Tuple, TypeVar
 
 from .confusables import (SMALL_CAPITALS, default_ignorable, first_default_ignorable,
                           skeleton)
+from .text import sanitize
 
 NAME_MAX = 24
 # A name is refused by its raw length before anything normalises it, as
@@ -106,9 +107,9 @@ def _shown(ch: str) -> str:
     <U+XXXX> when it is invisible or a control."""
     if ch == " ":
         return "a space"
-    if ch.isprintable() and not default_ignorable(ch):
-        return ch
-    return "<U+%04X>" % ord(ch)
+    if default_ignorable(ch):
+        return "<U+%04X>" % ord(ch)
+    return sanitize(ch)     # ESC as ^[, a bidi override as <U+202E>
 
 
 _CHARS_RULE = "a name has letters, digits, '-', '_' and '.' only, not "
@@ -202,3 +203,19 @@ class NameIndex(Generic[Holder]):
         """Free holder's name, if it has one."""
         for pair in enumerate(self._keys.pop(holder, ())):
             del self._by_key[pair]
+
+
+def name_from_hostname(hostname: str) -> str:
+    """A valid default name made from this machine's host name."""
+    base = hostname.split(".")[0]
+    name = "".join(ch if (ch.isalnum() or ch in "-_") else "-" for ch in base)
+    name = name.strip("-_")[:NAME_MAX]
+    if check_name(name)[0] is None:
+        return "user"
+    return name
+
+
+def name_variant(name: str, attempt: int) -> str:
+    """The attempt-th alternative to a taken name: name-2, name-3, ..."""
+    suffix = "-%d" % (attempt + 1)
+    return name[:NAME_MAX - len(suffix)] + suffix

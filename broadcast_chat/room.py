@@ -18,7 +18,7 @@ import threading
 import time
 from typing import Any, Callable, Deque, Dict, List, Optional, Tuple
 
-from . import text as names
+from . import names
 from . import wire
 from .jsonfile import iso_utc
 from .net import address_group, format_address
@@ -34,11 +34,11 @@ LEFT = "left"
 class Member:
     """One connected client: its name, format and send queue.
 
-    state, name and key are guarded by the room's lock; fmt is set by the
+    state and name are guarded by the room's lock; fmt is set by the
     member's own reader thread before it joins; last_heard by that thread.
     """
 
-    __slots__ = ("sock", "queue", "host", "address", "connected_at", "name", "key",
+    __slots__ = ("sock", "queue", "host", "address", "connected_at", "name",
                  "state", "fmt", "last_heard")
 
     def __init__(self, sock: socket.socket, peer: Tuple) -> None:
@@ -48,7 +48,6 @@ class Member:
         self.address = format_address(peer)
         self.connected_at = iso_utc(time.time())
         self.name = None        # type: Optional[str]
-        self.key = None         # type: Optional[str]
         self.state = ADMITTED
         self.fmt = wire.TEXT
         self.last_heard = time.monotonic()
@@ -85,7 +84,7 @@ class Room:
         self.idle_timeout = idle_timeout
         self.clock = clock
         self.members = {}        # type: Dict[Member, None]  (ordered set)
-        self.by_key = {}         # type: Dict[str, Member]
+        self.by_name = names.NameIndex()     # type: names.NameIndex
         self.per_host = collections.Counter()  # type: collections.Counter
         self.notices = []        # type: List[Tuple[str, str, str]]  (kind, name, detail)
         self.notices_since = 0.0
@@ -131,7 +130,7 @@ class Room:
             if self.per_host[member.host] <= 0:
                 del self.per_host[member.host]
             if joined:
-                del self.by_key[member.key]
+                self.by_name.remove(member)
                 if not self.closing:
                     self._announce("leave", member.name, reason)
             self.writer.retire(member.queue)
@@ -145,20 +144,16 @@ class Room:
         name, problem = names.check_name(wanted)
         if problem:
             return "name_invalid", "invalid name: " + problem
-        key = names.name_key(name)
         with self.lock:
             if member.state == LEFT:
                 return None
-            holder = self.by_key.get(key)
-            if holder is not None and holder is not member:
-                return "name_taken", "name taken: %s is already in use" % holder.name
             old = member.name
             if old == name:
                 return None
-            if member.key is not None:
-                del self.by_key[member.key]
-            self.by_key[key] = member
-            member.name, member.key = name, key
+            holder = self.by_name.put(member, name)
+            if holder is not None:
+                return "name_taken", "name taken: %s is already in use" % holder.name
+            member.name = name
             if old is None:
                 member.state = JOINED
                 self._welcome(member)
@@ -182,7 +177,7 @@ class Room:
 
     def _welcome(self, member: Member) -> None:
         assert self.lock.locked()
-        others = len(self.by_key) - 1
+        others = len(self.by_name) - 1
         text = "welcome, %s! %s. /help lists the commands." % (
             member.name, "You are alone here" if others == 0 else
             "%d other%s online" % (others, "" if others == 1 else "s"))
@@ -193,17 +188,21 @@ class Room:
                                                  name=member.name, others=others))
 
     def find(self, name: str) -> Optional[Member]:
-        key = names.name_key(name)
+        """The member of that name, as a reader would take it; None for a
+        name too long to be one (refused before any normalising)."""
+        if len(name) > names.NAME_RAW_MAX:
+            return None
         with self.lock:
-            return self.by_key.get(key)
+            return self.by_name.find(name)
 
     def names(self) -> List[str]:
         with self.lock:
-            return sorted((m.name for m in self.by_key.values()), key=str.casefold)
+            named = [m.name for m in self.members if m.state == JOINED]
+        return sorted(named, key=str.casefold)
 
     def named_count(self) -> int:
         with self.lock:
-            return len(self.by_key)
+            return len(self.by_name)
 
     def snapshot(self) -> List[Dict[str, Any]]:
         with self.lock:

@@ -155,7 +155,7 @@ class InputTest(HostileCase):
         alice.sendraw(b"/nick ev\x1b[5mil\n")
         alice.expect(r"!! invalid name: .* not \^\[$")
         alice.sendraw("/nick ev\u202eil\n".encode())
-        alice.expect(r"!! invalid name: .* not <U\+202E>$")
+        alice.expect(r"!! invalid name: .* not the invisible <U\+202E>$")
         alice.send("end of names")
         bob.expect(r"<alice> end of names$")
         carol = self.joined(server, "carol")

@@ -157,7 +157,7 @@ class NameTest(RoomTestCase):
             ("/nick " + "x" * 25, r"!! invalid name: a name has at most 24 characters$"),
             ("/nick a<b>", r"!! invalid name: a name has letters, digits"),
             # a character that is shown escaped is named as itself
-            ("/nick \u202eevil", r"!! invalid name: .* only, not <U\+202E>$"),
+            ("/nick \u202eevil", r"!! invalid name: .* only, not the invisible <U\+202E>$"),
             ("/nick a\x1bb", r"!! invalid name: .* only, not \^\[$"),
             ("/nick", r"!! usage: /nick NAME$"),
             ("/nick two words", r"!! usage: /nick NAME$"),
