@@ -265,19 +265,26 @@ def fanout_worker(conn, spec):
         name = None
         if ours and role == "send":
             name = "s%d" % ident
+        elif ours:
+            # Ours relays the room only to members with a name.
+            name = "%s%d-%d" % (role[0], os.getpid(), len(peers))
         sock = connect_nb(port, rcvbuf=4096 if role == "stuck" else 0)
         peer = Peer(sock, role, ident, name)
         peers.append(peer)
         if role == "stuck":
             peer.admitted = True
             peer.counting = True
+            if name:
+                sock.setblocking(True)      # waits for the connection, then sends
+                sock.sendall(b"/nick " + name.encode() + b"\n")
+                sock.setblocking(False)
+                name = None
         else:
             sel.register(sock, selectors.EVENT_READ, peer)
             listeners.append(peer)
         if name:
-            senders.append(peer)
             pending_nick.append(peer)
-        elif role == "send":
+        if role == "send":
             senders.append(peer)
 
     by_bytes = spec.get("by_bytes", False)

@@ -294,12 +294,13 @@ class Room:
             self.ring_bytes -= len(old.block) + len(old.text)
 
     def _fan_out(self, events: List[wire.Event], sender: Optional[Member] = None) -> None:
-        """Queue events for every member (the sender only if it echoes)."""
+        """Queue events for every member with a name (the sender only if it
+        echoes): a connection that has not joined hears nothing of the room."""
         assert self.lock.locked()
         pieces = {}     # type: Dict[str, bytes]
         put = self.writer.put
         for member in self.members:
-            if member is sender and not member.echo:
+            if member.state != JOINED or (member is sender and not member.echo):
                 continue
             piece = pieces.get(member.fmt)
             if piece is None:
