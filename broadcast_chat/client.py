@@ -485,7 +485,7 @@ def add_client_options(parser: argparse.ArgumentParser) -> None:
 
 
 def parse_client_args(argv: Optional[List[str]] = None,
-                      prog: str = "client.py") -> argparse.Namespace:
+                      prog: Optional[str] = None) -> argparse.Namespace:
     parser = argparse.ArgumentParser(prog=prog, description="Broadcast Chat client.")
     add_client_options(parser)
     return parser.parse_args(argv)
@@ -527,5 +527,5 @@ def run(options: argparse.Namespace) -> int:
         return 130
 
 
-def main(argv: Optional[List[str]] = None, prog: str = "client.py") -> int:
+def main(argv: Optional[List[str]] = None, prog: Optional[str] = None) -> int:
     return run(parse_client_args(argv, prog))

@@ -123,7 +123,7 @@ def add_server_options(parser: argparse.ArgumentParser) -> None:
 
 
 def parse_server_args(argv: Optional[List[str]] = None,
-                      prog: str = "server.py") -> argparse.Namespace:
+                      prog: Optional[str] = None) -> argparse.Namespace:
     parser = argparse.ArgumentParser(
         prog=prog, description="Broadcast Chat server: every line a client sends "
                                "reaches all the other clients.")

@@ -412,7 +412,7 @@ def _raise_stop(signum, frame) -> None:
     raise Stop()
 
 
-def main(argv: Optional[List[str]] = None, prog: str = "server.py") -> int:
+def main(argv: Optional[List[str]] = None, prog: Optional[str] = None) -> int:
     return run(ServerConfig.from_args(parse_server_args(argv, prog)))
 
 

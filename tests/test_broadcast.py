@@ -58,3 +58,40 @@ class BroadcastCommandTest(unittest.TestCase):
 
 if __name__ == "__main__":
     unittest.main()
+
+
+class LayoutTest(unittest.TestCase):
+    """What the distribution installs, and what importing costs."""
+
+    def test_only_the_package_is_installed_with_one_version(self):
+        try:
+            import tomllib
+        except ImportError:
+            self.skipTest("tomllib is new in Python 3.11")
+        with open(os.path.join(ROOT, "pyproject.toml"), "rb") as handle:
+            project = tomllib.load(handle)
+        setuptools = project["tool"]["setuptools"]
+        self.assertEqual(setuptools["packages"], ["broadcast_chat"])
+        self.assertNotIn("py-modules", setuptools)
+        self.assertEqual(project["project"]["dynamic"], ["version"])
+        self.assertEqual(setuptools["dynamic"]["version"], {"attr": "broadcast_chat.__version__"})
+        for target in project["project"]["scripts"].values():
+            self.assertTrue(target.startswith("broadcast_chat."), target)
+
+    def test_starting_the_server_loads_neither_readline_nor_ctypes(self):
+        code = ("import sys; sys.argv = ['x', '--version']\n"
+                "from broadcast_chat import cli, server\n"
+                "print(sorted(m for m in ('readline', 'ctypes') if m in sys.modules))\n")
+        out = subprocess.run([PYTHON, "-c", code], cwd=ROOT, stdout=subprocess.PIPE,
+                             universal_newlines=True, timeout=TIMEOUT).stdout
+        self.assertEqual(out.strip(), "[]")
+
+    def test_importing_changes_no_process_wide_setting(self):
+        code = ("import sys, threading\n"
+                "before = (sys.getswitchinterval(), threading.stack_size())\n"
+                "import helpers, server, client, broadcast\n"
+                "from broadcast_chat import room, writer, session, server as s\n"
+                "print(before == (sys.getswitchinterval(), threading.stack_size()))\n")
+        out = subprocess.run([PYTHON, "-c", code], cwd=ROOT, stdout=subprocess.PIPE,
+                             universal_newlines=True, timeout=TIMEOUT).stdout
+        self.assertEqual(out.strip(), "True")
