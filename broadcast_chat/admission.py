@@ -4,7 +4,7 @@ fast passwords may be guessed. Counters and clocks only: no sockets."""
 import collections
 import threading
 import time
-from typing import Callable, Dict, Tuple
+from typing import Callable, Dict, Optional, Tuple
 
 
 class Gate:
@@ -20,18 +20,22 @@ class Gate:
     without this one host could hold a thread per silent connection, past
     --max-per-address and --max-clients, for handshake_timeout each.
 
-    failures: wrong passwords by address. After one, the next check from
-    that address waits failure_delay, doubling with each wrong one up to
-    failure_delay_max; checks made at once wait their turn one after the
-    other, so guessing in parallel is no faster. A count is forgotten after
-    failure_memory quiet seconds; the table keeps the failure_table_max
-    addresses that failed last.
+    failures: wrong passwords by address. After one, each check from that
+    address waits failure_delay, doubling with each wrong one up to
+    failure_delay_max, and at most max_checks checks from one address may
+    wait at once: one more is refused outright. So guessing stays slow (at
+    most max_checks guesses per failure_delay_max), and a guesser cannot
+    lock out the right password from the same address (a NAT): it waits at
+    most failure_delay_max, or is refused at once while the places are
+    taken. A count is forgotten after failure_memory quiet seconds; the
+    table keeps the failure_table_max addresses that failed last.
     """
 
     max_pending = 32
     handshake_timeout = 10.0
     failure_delay = 0.25
-    failure_delay_max = 8.0
+    failure_delay_max = 2.0
+    max_checks = 4
     failure_memory = 900.0
     failure_table_max = 10000
 
@@ -44,6 +48,7 @@ class Gate:
         self.handshaking = collections.Counter()     # type: collections.Counter
         self.handshake_lock = threading.Lock()
         self.failures = collections.OrderedDict()   # type: Dict[str, Tuple[int, float]]
+        self.checking = collections.Counter()       # type: collections.Counter
         self.failure_lock = threading.Lock()
 
     # -- pending threads -------------------------------------------------------
@@ -85,27 +90,35 @@ class Gate:
 
     # -- wrong passwords ---------------------------------------------------------
 
-    def take_turn(self, host: str) -> float:
-        """Seconds to wait before checking a password from host."""
+    def begin_check(self, host: str) -> Optional[float]:
+        """A place to check a password from host: the seconds to wait first,
+        or None when max_checks from host are waiting already (refuse it).
+        Give the place back with end_check()."""
         now = self.clock()
         with self.failure_lock:
+            if self.checking[host] >= self.max_checks:
+                return None
+            self.checking[host] += 1
             entry = self.failures.get(host)
             if entry is None:
                 return 0.0
-            count, free_at = entry
-            if now - free_at > self.failure_memory:
+            count, last = entry
+            if now - last > self.failure_memory:
                 del self.failures[host]
                 return 0.0
-            turn = max(now, free_at)
-            self.failures[host] = (count, turn + self.delay(count))
-            return turn - now
+            return self.delay(count)
+
+    def end_check(self, host: str) -> None:
+        with self.failure_lock:
+            self.checking[host] -= 1
+            if self.checking[host] <= 0:
+                del self.checking[host]
 
     def record_failure(self, host: str) -> None:
         now = self.clock()
         with self.failure_lock:
-            count, free_at = self.failures.pop(host, (0, now))
-            count += 1
-            self.failures[host] = (count, max(free_at, now + self.delay(count)))  # newest last
+            count, _ = self.failures.pop(host, (0, now))
+            self.failures[host] = (count + 1, now)  # newest last
             if len(self.failures) > self.failure_table_max:
                 self.failures.popitem(last=False)
 

@@ -11,6 +11,7 @@ the server has taken every line.
 import argparse
 import os
 import queue
+import shutil
 import signal
 import socket
 import ssl
@@ -32,7 +33,7 @@ from .wire import parse_json_line, parse_server_line
 BACKOFF_MAX = 30.0
 REGISTER_TIMEOUT = 10.0
 QUIT_TIMEOUT = 10.0
-REFUSED_CODES = frozenset(("flood", "line_too_long"))
+REFUSED_CODES = frozenset(("flood", "line_too_long", "busy"))
 
 Received = Union[Dict[str, Any], str]   # an object of the JSON format, or a line that is not
 
@@ -234,6 +235,8 @@ class Client:
 
     def print_line(self, text: str) -> None:
         """Print a line above the prompt, keeping what is half typed."""
+        if self.interactive:
+            text = display.hang(text, shutil.get_terminal_size().columns)
         with self.print_lock:
             if not (self.interactive and self.at_prompt):
                 self.out.write(text + "\n")
@@ -289,13 +292,13 @@ class Client:
             kind = got.get("type")
             if kind == "error" and got.get("code") in REFUSED_CODES:
                 self.refused += 1
+            elif kind == "reply" and got.get("code") == "renamed":
+                new = got.get("name")
+                if isinstance(new, str) and new:
+                    self.name = new     # the prompt (and a reconnect) use it
+                return      # the room's notice of it shows it
             elif kind == "event":
-                what = got.get("kind")
-                if what == "rename" and got.get("name") == self.name:
-                    new = got.get("new")
-                    if isinstance(new, str) and new:
-                        self.name = new     # the prompt (and a reconnect) use it
-                elif what in ("message", "action") and got.get("from") == self.name:
+                if got.get("kind") in ("message", "action") and got.get("from") == self.name:
                     return      # our own line, already on screen as typed
         self.show(got)
 

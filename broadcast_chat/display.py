@@ -3,7 +3,9 @@ lines, in this machine's local time, coloured if asked. Pure functions."""
 
 import calendar
 import hashlib
+import re
 import time
+import unicodedata
 from typing import Any, Dict, List, Optional
 
 from .names import name_key
@@ -101,3 +103,37 @@ def error_line(text: str, colour: bool) -> str:
     line = "!! " + text
     return ((DIM + stamp + RESET + " " + RED + line + RESET) if colour
             else stamp + " " + line)
+
+
+_ESCAPE = re.compile("\x1b\\[[0-9;]*m")
+HANG = 6    # continuation lines start under the text, past "HH:MM "
+
+
+def _columns(ch: str) -> int:
+    return 2 if unicodedata.east_asian_width(ch) in ("W", "F") else 1
+
+
+def hang(line: str, width: int, indent: int = HANG) -> str:
+    """line wrapped at width columns by hand, each continuation indented:
+    text padded to the terminal's edge can then never start a line of its
+    own that looks like another sender's ("12:34 <alice> ...")."""
+    if width <= indent + 10 or len(line) <= width and not any(
+            _columns(ch) > 1 for ch in line):
+        return line
+    out = []        # type: List[str]
+    column = 0
+    limit = width
+    position = 0
+    for match in list(_ESCAPE.finditer(line)) + [None]:
+        end = match.start() if match else len(line)
+        for ch in line[position:end]:
+            wide = _columns(ch)
+            if column + wide > limit:
+                out.append("\n" + " " * indent)
+                column = indent
+            out.append(ch)
+            column += wide
+        if match:
+            out.append(match.group(0))
+            position = match.end()
+    return "".join(out)

@@ -5,6 +5,8 @@ import threading
 import time
 from typing import List
 
+from .protocol import TokenBucket
+
 
 class Log(threading.Thread):
     """One line per event: time, event, details.
@@ -17,19 +19,34 @@ class Log(threading.Thread):
     """
 
     batch = 0.05
+    rate = 200.0        # lines a second past the burst; more are counted, not written
+    burst = 2000
 
-    def __init__(self, stream=None) -> None:
+    def __init__(self, stream=None, clock=time.monotonic) -> None:
         super().__init__(name="log", daemon=True)
         self.stream = stream or sys.stdout
         self.waiting = []       # type: List[str]
         self.closed = False
         self.changed = threading.Condition()
+        self.bucket = TokenBucket(self.rate, self.burst, clock)
+        self.suppressed = 0
 
     def __call__(self, event: str, *details: str) -> None:
-        line = "%s %s %s\n" % (time.strftime("%Y-%m-%d %H:%M:%S"), event, " ".join(details))
+        """Log one event. Under a storm (thousands of renames a second) the
+        log stays bounded: past the budget, lines are counted, and the count
+        is written once lines may be written again."""
+        stamp = time.strftime("%Y-%m-%d %H:%M:%S")
+        line = "%s %s %s\n" % (stamp, event, " ".join(details))
         with self.changed:
+            if not self.bucket.take(1):
+                self.suppressed += 1
+                return
+            if self.suppressed:
+                self.waiting.append("%s info %d log lines not written: too many at once\n"
+                                    % (stamp, self.suppressed))
+                self.suppressed = 0
             self.waiting.append(line)
-            if len(self.waiting) == 1:
+            if len(self.waiting) <= 2:
                 self.changed.notify()
 
     def run(self) -> None:

@@ -70,6 +70,7 @@ class Room:
     notice_delay = 0.05         # seconds notices wait to be folded together...
     notice_delay_max = 1.0      # ...and at most, in a room of 10,000
     idle_check = 1.0            # seconds between two looks for idle members
+    pause_slack = 1.0           # waking this much late means the process was stopped
     history_events = 1000       # events kept in the ring...
     history_bytes = 4 << 20     # ...and at most this many bytes of their text
 
@@ -212,21 +213,28 @@ class Room:
 
     # -- what members say ---------------------------------------------------
 
-    def say(self, sender: Member, block: bytes, count: int) -> None:
-        """Relay count message lines (block: LF-ended safe text) to everyone."""
-        self._relay(sender, "message", block=block, count=count)
+    def say(self, sender: Member, block: bytes, count: int) -> bool:
+        """Relay count message lines (block: LF-ended safe text) to everyone.
+        False, and nothing relayed, while the room is crowded (most members
+        behind): see Writer.crowded()."""
+        return self._relay(sender, "message", block=block, count=count)
 
-    def act(self, sender: Member, text: str) -> None:
-        """Relay an action (/me) to everyone."""
-        self._relay(sender, "action", text=text)
+    def act(self, sender: Member, text: str) -> bool:
+        """Relay an action (/me) to everyone; False while the room is crowded."""
+        return self._relay(sender, "action", text=text)
 
-    def _relay(self, sender: Member, kind: str, **fields: Any) -> None:
+    def _relay(self, sender: Member, kind: str, **fields: Any) -> bool:
         with self.lock:
             if sender.state != JOINED:
-                return
+                return True
+            # Checked under the lock with the fan-out: a burst from a thousand
+            # senders at once cannot all pass the check before the queues fill.
+            if self.writer.lagging and self.writer.crowded():
+                return False
             self._flush_notices()
             event = self._order(kind, sender.name, **fields)
             self._fan_out([event], sender)
+        return True
 
     def whisper(self, sender: Member, target: Member, text: str) -> None:
         """A private message: to the target after the waiting notices (nobody
@@ -335,9 +343,12 @@ class Room:
     def run_timers(self) -> None:
         """Flush notices when due and drop idle members, until close()."""
         idle_at = time.monotonic() + self.idle_check
+        expected = time.monotonic()     # when this thread meant to wake
         with self.lock:
             while not self.closing:
                 now = time.monotonic()
+                if now - expected > self.pause_slack:
+                    self._resume_after_pause(now - expected)
                 due = self.notices_since + self._notice_wait() if self.notices else None
                 if due is not None and now >= due:
                     self._flush_notices()
@@ -347,7 +358,16 @@ class Room:
                     idle_at = now + self.idle_check
                 waits = [t - now for t in (due, idle_at if self.idle_timeout else None)
                          if t is not None]
-                self.timers.wait(max(0.0, min(waits)) if waits else None)
+                wait = max(0.0, min(waits)) if waits else None
+                expected = now + wait if wait is not None else float("inf")
+                self.timers.wait(wait)
+
+    def _resume_after_pause(self, paused: float) -> None:
+        """The process was stopped (SIGSTOP, a suspended machine): that time
+        does not count as members' silence."""
+        assert self.lock.locked()
+        for member in self.members:
+            member.last_heard += paused
 
     def _drop_idle(self, now: float) -> None:
         assert self.lock.locked()

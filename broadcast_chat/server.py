@@ -39,6 +39,8 @@ from .writer import Writer
 PASSWORD_NEEDED = ("password needed: this chat has a password; send /pass SECRET first "
                    "(client.py reads it from BROADCAST_PASSWORD or --password-file)")
 WRONG_PASSWORD = "wrong password"
+TOO_MANY_CHECKS = ("too many password attempts from your address at once; "
+                   "try again in a few seconds")
 
 
 class Refused(Exception):
@@ -258,7 +260,6 @@ class ChatServer:
                     continue
                 if not data:
                     break
-                member.last_heard = time.monotonic()
                 full = len(data) == size
                 size = self.large_read if full else self.small_read
                 if tls is not None:
@@ -328,8 +329,16 @@ class ChatServer:
         if given is None:
             say_now(sock, tls, PASSWORD_NEEDED)
             raise Refused("no password given")
-        time.sleep(self.gate.take_turn(host))     # throttling, not waiting for anything
-        if not hmac.compare_digest(given, self.password):
+        wait = self.gate.begin_check(host)
+        if wait is None:
+            say_now(sock, tls, TOO_MANY_CHECKS)
+            raise Refused("too many password attempts at once")
+        try:
+            time.sleep(wait)     # throttling, not waiting for anything
+            right = hmac.compare_digest(given, self.password)
+        finally:
+            self.gate.end_check(host)
+        if not right:
             self.gate.record_failure(host)
             say_now(sock, tls, WRONG_PASSWORD)
             raise Refused("wrong password")
@@ -404,7 +413,8 @@ def bind_error(host: str, port: int, exc: OSError) -> str:
 
 
 class Stop(BaseException):
-    """Raised in the main thread by SIGTERM, like KeyboardInterrupt by SIGINT
+    """Raised in the main thread by SIGTERM, SIGHUP (a closed terminal, a
+    dropped ssh session) or SIGBREAK, like KeyboardInterrupt by SIGINT
     (and like it not an Exception, so no `except Exception` swallows it)."""
 
 
@@ -456,7 +466,10 @@ def run(config: ServerConfig) -> int:
         return 2
     host, port = server.server_address[:2]
     shown = "[%s]" % host if ":" in host else host
-    signal.signal(signal.SIGTERM, _raise_stop)
+    stop_signals = [signal.SIGTERM] + [getattr(signal, name) for name in ("SIGHUP", "SIGBREAK")
+                                       if hasattr(signal, name)]
+    for signum in stop_signals:
+        signal.signal(signum, _raise_stop)
     try:
         server.start()
         print("Server running on %s:%d" % (shown, port), flush=True)
@@ -464,8 +477,8 @@ def run(config: ServerConfig) -> int:
     except (KeyboardInterrupt, Stop):
         pass
     finally:
-        signal.signal(signal.SIGTERM, signal.SIG_IGN)
-        signal.signal(signal.SIGINT, signal.SIG_IGN)
+        for signum in stop_signals + [signal.SIGINT]:
+            signal.signal(signum, signal.SIG_IGN)
         server.close()
         log("stop", "server stopped")
         log.close()

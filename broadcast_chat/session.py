@@ -5,19 +5,22 @@ flood limit, and acts on them through the room's public methods. Commands
 are a table: COMMANDS maps each command to the method that runs it.
 """
 
-from typing import Any, Callable, Dict, Optional
+import time
+from typing import Any, Callable, Dict, List, Optional
 
 from . import __version__, wire
 from .protocol import (HELP_LINES, Action, Say, Step, TokenBucket, count_lines,
                        first_lines)
 from .room import ADMITTED, Member, Room
-from typing import List
 
 
 class Session:
     """One member's lines: flood control, messages and commands."""
 
     flood_strikes = 10      # refused reads in a row before a disconnect
+    busy_wait = 2.0         # longest a line waits for a crowded room before it is refused
+    who_max = 100           # names in one /who answer
+    who_names_per_line = 20 # a /who answer costs a line of the flood limit per this many
 
     def __init__(self, room: Room, member: Member, rate: float, burst: int,
                  max_line: int, clock: Callable[[], float]) -> None:
@@ -53,6 +56,10 @@ class Session:
             self.error("line_too_long", "line too long: %d line%s over %d bytes not sent" % (
                 too_long, "" if too_long == 1 else "s", self.max_line), lines=too_long)
         count = count_lines(steps)
+        if count:
+            # Only complete lines that say something are activity: a byte
+            # now and then, or a blank line, does not keep a member here.
+            self.member.last_heard = time.monotonic()
         granted = self.within_rate(count)
         if granted < count:
             steps = first_lines(steps, granted)
@@ -61,11 +68,25 @@ class Session:
             if isinstance(step, Say):
                 if member.name is None:
                     room.name_guest(member)
-                room.say(member, step.block, step.count)
+                self.relay(room.say, step.block, step.count, count=step.count)
                 continue
             self.COMMANDS[step.kind](self, step)
             if self.quit_reason is not None:
                 return
+
+    def relay(self, say: Callable[..., bool], *args: Any, count: int = 1) -> None:
+        """say(self.member, *args), or once the room has room again; else
+        refused with a notice. Most members behind, and staying behind, is a
+        burst from many senders at once: refusing it keeps every reader's
+        queue bounded, so nobody who reads is dropped for it."""
+        deadline = time.monotonic() + self.busy_wait
+        while not say(self.member, *args):
+            if time.monotonic() >= deadline or not self.room.writer.wait_for_space():
+                break
+        else:
+            return
+        self.error("busy", "room busy: %d line%s not sent; try again in a moment"
+                   % (count, "" if count == 1 else "s"), lines=count)
 
     def within_rate(self, count: int) -> int:
         """How many of count lines the flood limit lets through; a warning
@@ -89,14 +110,30 @@ class Session:
         self.error(action.target, action.text)
 
     def nick(self, action: Action) -> None:
+        old = self.member.name
         problem = self.room.rename(self.member, action.target)
         if problem:
             self.error(*problem)
+        elif old is not None and self.member.name != old:
+            # The member's own answer: the room's notice of it may be folded
+            # into "a, b, c and 97 others took new names".
+            self.reply("renamed", "you are now known as %s" % self.member.name,
+                       name=self.member.name)
 
     def who(self, action: Action) -> None:
+        """Who is here: at most who_max names, and the cost of a long answer
+        counts against the flood limit, so that /who cannot amplify."""
         names = self.room.names()
-        self.reply("who", "%d online: %s" % (len(names), ", ".join(names) or "nobody named yet"),
-                   after_notices=True, names=names)
+        shown = names[:self.who_max]
+        extra = len(shown) // self.who_names_per_line
+        if extra and self.bucket.take(extra) < extra:
+            self.error("flood", "flood: /who in a room this size is limited; try again "
+                                "in a few seconds", lines=1)
+            return
+        text = "%d online: %s" % (len(names), ", ".join(shown) or "nobody named yet")
+        if len(names) > len(shown):
+            text += " and %d more" % (len(names) - len(shown))
+        self.reply("who", text, after_notices=True, names=shown, total=len(names))
 
     def help(self, action: Action) -> None:
         self.reply("help", "\n".join(HELP_LINES))
@@ -124,7 +161,7 @@ class Session:
     def me(self, action: Action) -> None:
         if self.member.name is None:
             self.room.name_guest(self.member)
-        self.room.act(self.member, action.text)
+        self.relay(self.room.act, action.text)
 
     def msg(self, action: Action) -> None:
         member, room = self.member, self.room

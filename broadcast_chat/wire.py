@@ -89,8 +89,9 @@ def fmt_error(stamp: str, text: str) -> str:
 
 Notice = collections.namedtuple("Notice", "kind names others detail")
 """A notice as shown: kind join, leave or rename; names the first names of a
-run (a rename: [old, new]); others how many more the run had; detail the
-reason of a single leave."""
+run (of a folded run of renames, the new names; of a single rename,
+[old, new]); others how many more the run had; detail the reason of a
+single leave."""
 
 
 def fold_notices(waiting: Sequence[Tuple[str, str, str]],
@@ -99,32 +100,48 @@ def fold_notices(waiting: Sequence[Tuple[str, str, str]],
 
     waiting holds (kind, name, detail): join (detail unused), leave (the
     reason) or rename (the new name). A run of more than limit joins becomes
-    one notice "a, b, c and 97 others joined"; leaves alike.
+    one notice "a, b, c and 97 others joined"; leaves and renames alike.
     """
     notices = []    # type: List[Notice]
     start = 0
     while start < len(waiting):
         kind = waiting[start][0]
         end = start + 1
-        if kind in ("join", "leave"):
-            while end < len(waiting) and waiting[end][0] == kind:
-                end += 1
+        while end < len(waiting) and waiting[end][0] == kind:
+            end += 1
         run = waiting[start:end]
         if kind == "rename":
-            notices.append(Notice("rename", [run[0][1], run[0][2]], 0, ""))
-        elif len(run) > limit:
-            notices.append(Notice(kind, [name for _, name, _ in run[:limit]],
-                                  len(run) - limit, ""))
+            run = _chain_renames(run)
+        if len(run) > limit:
+            shown = [detail if kind == "rename" else name for _, name, detail in run[:limit]]
+            notices.append(Notice(kind, shown, len(run) - limit, ""))
+        elif kind == "rename":
+            notices.extend(Notice(kind, [name, detail], 0, "") for _, name, detail in run)
         else:
             notices.extend(Notice(kind, [name], 0, detail) for _, name, detail in run)
         start = end
     return notices
 
 
+def _chain_renames(run: Sequence[Tuple[str, str, str]]) -> List[Tuple[str, str, str]]:
+    """A run of renames with each member's renames made one: a -> b -> c is
+    a -> c, so a hundred renames by one member are one notice."""
+    merged = []     # type: List[List[str]]
+    by_new = {}     # type: Dict[str, List[str]]
+    for kind, old, new in run:
+        entry = by_new.pop(old, None)
+        if entry is None:
+            entry = [kind, old, new]
+            merged.append(entry)
+        entry[2] = new
+        by_new[new] = entry
+    return [(kind, old, new) for kind, old, new in merged if old != new]
+
+
 def notice_text(notice: Notice) -> str:
-    if notice.kind == "rename":
+    if notice.kind == "rename" and not notice.others:
         return "%s is now known as %s" % tuple(notice.names)
-    verb = "joined" if notice.kind == "join" else "left"
+    verb = {"join": "joined", "leave": "left", "rename": "took new names"}[notice.kind]
     if notice.others:
         return "%s and %d others %s" % (", ".join(notice.names), notice.others, verb)
     if notice.kind == "leave":
@@ -200,7 +217,7 @@ class Event:
             head["text"] = self.text
         else:
             notice = self.notice
-            if notice.kind == "rename":
+            if notice.kind == "rename" and not notice.others:
                 head["name"], head["new"] = notice.names
             else:
                 head["names"] = notice.names

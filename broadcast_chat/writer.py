@@ -17,7 +17,7 @@ import ssl
 import threading
 import time
 import traceback
-from typing import Callable, Deque, List, Optional, Tuple
+from typing import Callable, Deque, List, Optional, Set, Tuple
 
 Pieces = List[bytes]
 
@@ -25,7 +25,7 @@ class SendQueue:
     """What waits to be sent to one member."""
 
     __slots__ = ("sock", "group", "transform", "pieces", "queued", "unsent", "scheduled",
-                 "lagging", "reason", "retired", "watched")
+                 "lagging", "reason", "retired", "watched", "progress_at")
 
     def __init__(self, sock: socket.socket, group: str,
                  transform: Optional[Callable[[Pieces], Pieces]] = None) -> None:
@@ -40,6 +40,7 @@ class SendQueue:
         self.reason = ""            # why the writer ended it, if it did
         self.retired = False        # the member left: close once flushed
         self.watched = False        # registered with the selector (Writer thread only)
+        self.progress_at = 0.0      # when a send last took bytes (time.monotonic())
 
 
 class Writer(threading.Thread):
@@ -49,6 +50,8 @@ class Writer(threading.Thread):
     max_pieces = 512            # most pieces handed to one sendmsg
     lag_bytes = 256 * 1024      # a member with more queued than this lags
     lag_wait = 1.0              # longest a reader pauses for lagging members
+    stall_timeout = 3.0         # a lagging member that takes nothing this long is too slow
+    stall_check = 0.5           # seconds between two looks for stalled members
     has_sendmsg = hasattr(socket.socket, "sendmsg")
 
     def __init__(self, lock: threading.Lock, queue_limit: int,
@@ -71,6 +74,7 @@ class Writer(threading.Thread):
         self.deadline = 0.0
         self.open_groups = collections.Counter()     # type: collections.Counter
         self.lagging = 0
+        self.lagging_queues = set()     # type: Set[SendQueue]
         self.lagging_groups = collections.Counter()  # type: collections.Counter
         self.space = threading.Condition(lock)
 
@@ -100,6 +104,8 @@ class Writer(threading.Thread):
         queue.queued += len(piece)
         if queue.queued > self.lag_bytes and not queue.lagging:
             queue.lagging = True
+            queue.progress_at = time.monotonic()
+            self.lagging_queues.add(queue)
             self.lagging += 1
             self.lagging_groups[queue.group] += 1
 
@@ -156,15 +162,17 @@ class Writer(threading.Thread):
         return (self.lagging * 2 > members and not self.stopping
                 and len(self.lagging_groups) * 2 > len(self.open_groups))
 
-    def wait_for_space(self) -> None:
-        """Pause a reader while most members lag, for at most lag_wait.
+    def wait_for_space(self) -> bool:
+        """Pause a reader while most members lag, for at most lag_wait; True
+        when the room has room again. Takes the lock.
 
         The bound keeps a room of mostly stuck readers moving, so that their
-        queues still reach the limit and they are dropped. Takes the lock.
+        queues still reach the limit and they are dropped.
         """
         with self.lock:
             if self.crowded():
-                self.space.wait_for(lambda: not self.crowded(), self.lag_wait)
+                return self.space.wait_for(lambda: not self.crowded(), self.lag_wait)
+            return True
 
     def begin_stop(self, grace: float) -> None:
         """Close every retired socket within grace seconds, then end.
@@ -193,6 +201,7 @@ class Writer(threading.Thread):
     def _unlag(self, queue: SendQueue) -> None:
         if queue.lagging:
             queue.lagging = False
+            self.lagging_queues.discard(queue)
             self.lagging -= 1
             self.lagging_groups[queue.group] -= 1
             if self.lagging_groups[queue.group] <= 0:
@@ -211,8 +220,13 @@ class Writer(threading.Thread):
 
     def serve(self) -> None:
         more = False
+        stall_at = 0.0
         while True:
-            timeout = 0 if more else (0.02 if self.stopping else None)
+            timeout = 0 if more else (0.02 if self.stopping else
+                                      self.stall_check if self.lagging else None)
+            if self.lagging and time.monotonic() >= stall_at:
+                self._drop_stalled()
+                stall_at = time.monotonic() + self.stall_check
             writable = []
             for key, _ in self.selector.select(timeout):
                 if key.data is None:
@@ -232,6 +246,15 @@ class Writer(threading.Thread):
             more = self._settle(jobs)
             if self._close_retired():
                 return
+
+    def _drop_stalled(self) -> None:
+        """End the lagging members that took nothing for stall_timeout: a
+        room held back for them (see crowded()) would never fill their
+        queues to the limit, so the limit alone would never drop them."""
+        horizon = time.monotonic() - self.stall_timeout
+        with self.lock:
+            for queue in [q for q in self.lagging_queues if q.progress_at < horizon]:
+                self.end(queue, "too slow: nothing read for %g s" % self.stall_timeout)
 
     def _take(self, queue: SendQueue) -> Pieces:
         """The next pieces, up to max_write bytes; nothing while earlier
@@ -319,6 +342,8 @@ class Writer(threading.Thread):
             sent = 0
         except OSError:
             sent = size         # broken: its reader sees the end
+        if sent:
+            queue.progress_at = time.monotonic()
         queue.unsent = unsent_part(wire, sent) if sent < size else []
 
     def _watch(self, queue: SendQueue, want: bool) -> None:

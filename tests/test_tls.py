@@ -399,8 +399,9 @@ class ThrottleTest(unittest.TestCase):
             guesses[1].send("/pass a third guess")
             guesses[2].send("/pass " + SECRET)
             guesses[2].nick("uma")
-            # Even the right one waited for its turn (at least the first, of
-            # 0.25 s): so many connections guessing at once guess no faster.
+            # Even the right one waited (0.25 s after one wrong password):
+            # so many connections guessing at once guess no faster than
+            # Gate.max_checks per delay.
             self.assertGreater(time.monotonic() - start, 0.15)
 
 
