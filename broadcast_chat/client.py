@@ -141,17 +141,35 @@ class Connection:
         try:
             return self._register(wanted, say, password)
         except (OSError, ssl.SSLError) as exc:
+            # A server that turns us away (full) may close before our first
+            # lines arrive: what it said is still there to read.
+            refusal = self.refusal()
+            if refusal:
+                raise ChatError(refusal)
             raise ChatError("lost the connection while joining: %s" % (
                 getattr(exc, "strerror", None) or exc))
 
+    def refusal(self) -> Optional[str]:
+        """The error line a server sent before closing, if one is left to read."""
+        try:
+            while True:
+                line = self.read_line()
+                if line is None:
+                    return None
+                parsed = parse_server_line(line)
+                if parsed.kind == "error":
+                    return parsed.text
+        except (ChatError, OSError, ssl.SSLError):
+            return None
+
     def _register(self, wanted: str, say: Callable[[Received], None],
                   password: Optional[bytes]) -> str:
-        if password is not None:
-            self.send_bytes(b"/pass " + password + b"\n")
-        self.send_line("/hello json")
         attempt = 0
         name = wanted
-        self.send_line("/nick " + name)
+        first = b"/hello json\n/nick " + name.encode("utf-8", "surrogateescape") + b"\n"
+        if password is not None:
+            first = b"/pass " + password + b"\n" + first
+        self.send_bytes(first)
         while True:
             got = self.read()
             if got is None:
