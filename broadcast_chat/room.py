@@ -71,6 +71,7 @@ class Room:
     notice_delay_max = 1.0      # ...and at most, in a room of 10,000
     idle_check = 1.0            # seconds between two looks for idle members
     pause_slack = 1.0           # waking this much late means the process was stopped
+    direct_max = 16             # rooms this small are written by the thread that orders a line
     history_events = 1000       # events kept in the ring...
     history_bytes = 4 << 20     # ...and at most this many bytes of their text
 
@@ -307,13 +308,14 @@ class Room:
         assert self.lock.locked()
         pieces = {}     # type: Dict[str, bytes]
         put = self.writer.put
+        direct = len(self.members) <= self.direct_max
         for member in self.members:
             if member.state != JOINED or (member is sender and not member.echo):
                 continue
             piece = pieces.get(member.fmt)
             if piece is None:
                 piece = pieces[member.fmt] = wire.render_events(events, member.fmt)
-            put(member.queue, piece)
+            put(member.queue, piece, direct)
 
     def _announce(self, kind: str, name: str, detail: str = "") -> None:
         """Add a notice for everyone (see wire.fold_notices)."""

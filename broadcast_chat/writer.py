@@ -87,9 +87,15 @@ class Writer(threading.Thread):
         self.open_groups[group] += 1
         return SendQueue(sock, group, transform)
 
-    def put(self, queue: SendQueue, piece: bytes) -> None:
+    def put(self, queue: SendQueue, piece: bytes, direct: bool = False) -> None:
         """Queue piece for queue's member. Call with lock held (asserted by
-        the callers' loops, once per fan-out)."""
+        the callers' loops, once per fan-out).
+
+        With direct, an idle queue's piece is written at once, by the calling
+        thread, under the lock (the Writer thread touches only scheduled
+        queues): in a small room this saves a line the hop to the Writer
+        thread; in a large one those writes would hold the lock too long.
+        """
         if queue.reason or queue.retired:
             return
         # Only a backlog already past the limit is too slow: a member that
@@ -99,6 +105,13 @@ class Writer(threading.Thread):
             self.end(queue, "too slow: send queue over %d bytes" % self.queue_limit)
             return
         if not queue.scheduled:
+            if direct and not self.stopping and not queue.retired:
+                failure = self.write(queue, [piece])
+                if failure:
+                    self.end(queue, failure)
+                elif queue.unsent:
+                    self._schedule(queue)   # the Writer watches it until it drains
+                return
             self._schedule(queue)
         queue.pieces.append(piece)
         queue.queued += len(piece)
@@ -241,9 +254,8 @@ class Writer(threading.Thread):
                 batch = list(dict.fromkeys(self.ready + writable))   # once each, in order
                 self.ready = []
                 jobs = [(queue, self._take(queue)) for queue in batch]
-            for queue, pieces in jobs:
-                self.write(queue, pieces)
-            more = self._settle(jobs)
+            failed = [(queue, self.write(queue, pieces)) for queue, pieces in jobs]
+            more = self._settle(jobs, [(q, reason) for q, reason in failed if reason])
             if self._close_retired():
                 return
 
@@ -271,11 +283,14 @@ class Writer(threading.Thread):
         queue.queued -= size
         return taken
 
-    def _settle(self, jobs: List[Tuple[SendQueue, Pieces]]) -> bool:
-        """After a round of writes: release lag, go on, or wait for space.
-        True when some queue has more to write at once."""
+    def _settle(self, jobs: List[Tuple[SendQueue, Pieces]],
+                failed: List[Tuple[SendQueue, str]]) -> bool:
+        """After a round of writes: end the failed, release lag, go on, or
+        wait for space. True when some queue has more to write at once."""
         more = False
         with self.lock:
+            for queue, reason in failed:
+                self.end(queue, reason)
             for queue, _ in jobs:
                 if queue.lagging and queue.queued <= self.lag_bytes // 2:
                     self._unlag(queue)
@@ -303,22 +318,23 @@ class Writer(threading.Thread):
                 self._close(queue)
         return done
 
-    def write(self, queue: SendQueue, pieces: Pieces) -> None:
+    def write(self, queue: SendQueue, pieces: Pieces) -> Optional[str]:
         """Send what the socket takes now; keep the rest in queue.unsent.
+        Returns why the member must end, or None; the caller ends it (with
+        the lock held), so this takes no lock and may run under it.
 
-        An unexpected error ends this member, with the traceback logged;
+        An unexpected error ends only this member, with the traceback logged;
         nobody else's data is touched.
         """
         try:
-            self._send(queue, pieces)
+            return self._send(queue, pieces)
         except Exception as exc:
             self.log("error", "writer: %s: %s\n%s" % (type(exc).__name__, exc,
                                                        traceback.format_exc().rstrip()))
             queue.unsent = []
-            with self.lock:
-                self.end(queue, "server error")
+            return "server error"
 
-    def _send(self, queue: SendQueue, pieces: Pieces) -> None:
+    def _send(self, queue: SendQueue, pieces: Pieces) -> Optional[str]:
         if queue.transform is not None:
             try:
                 pieces = queue.transform(pieces)
@@ -326,13 +342,11 @@ class Writer(threading.Thread):
                 # Its TLS is broken (a corrupt record from the peer): end this
                 # member, whose reader sees the socket end; nobody else.
                 queue.unsent = []
-                with self.lock:
-                    self.end(queue, "TLS error")
-                return
+                return "TLS error"
         wire = queue.unsent + pieces if queue.unsent else pieces
         size = sum(len(piece) for piece in wire)
         if not size:
-            return
+            return None
         try:
             if self.has_sendmsg:
                 sent = queue.sock.sendmsg(wire)
@@ -345,6 +359,7 @@ class Writer(threading.Thread):
         if sent:
             queue.progress_at = time.monotonic()
         queue.unsent = unsent_part(wire, sent) if sent < size else []
+        return None
 
     def _watch(self, queue: SendQueue, want: bool) -> None:
         """Have the selector wake us when queue's socket can take more.
@@ -364,7 +379,7 @@ class Writer(threading.Thread):
         if queue.pieces or queue.unsent:   # a last goodbye: one try, no wait
             with self.lock:
                 pieces = self._take(queue)
-            self.write(queue, pieces)
+            self.write(queue, pieces)       # closed next whatever it says
         with self.lock:
             self._watch(queue, False)
         try:
