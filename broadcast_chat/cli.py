@@ -10,7 +10,6 @@ from .config import ServerConfig, add_server_options
 
 def parse_args(argv: Optional[List[str]] = None) -> argparse.Namespace:
     parser = argparse.ArgumentParser(
-        prog="broadcast-server",
         description="Broadcast Chat: a chat room over TCP.")
     parser.add_argument("--version", action="version", version="%(prog)s " + __version__)
     commands = parser.add_subparsers(dest="command", metavar="{start,connect}")

@@ -412,6 +412,22 @@ def bind_error(host: str, port: int, exc: OSError) -> str:
     return "cannot listen on %s:%d: %s" % (host, port, exc.strerror or exc)
 
 
+def local_addresses() -> List[str]:
+    """This machine's addresses that others may reach it by, as far as the
+    host name tells (no packet is sent): what to tell people when the
+    server listens on every interface."""
+    try:
+        infos = socket.getaddrinfo(socket.gethostname(), None, 0, socket.SOCK_STREAM)
+    except OSError:
+        return []
+    found = []      # type: List[str]
+    for info in infos:
+        address = info[4][0]
+        if not is_loopback(address) and address not in found and "%" not in address:
+            found.append(address)
+    return found
+
+
 class Stop(BaseException):
     """Raised in the main thread by SIGTERM, SIGHUP (a closed terminal, a
     dropped ssh session) or SIGBREAK, like KeyboardInterrupt by SIGINT
@@ -473,8 +489,16 @@ def run(config: ServerConfig) -> int:
     try:
         server.start()
         print("Server running on %s:%d" % (shown, port), flush=True)
+        if host in ("0.0.0.0", "::"):
+            reachable = local_addresses()
+            if reachable:
+                print("Others connect to: %s" % ", ".join(
+                    format_address((address, port)) for address in reachable), flush=True)
         server.serve_forever(poll_interval=0.5)
-    except (KeyboardInterrupt, Stop):
+    except KeyboardInterrupt:
+        if sys.stdout.isatty():
+            print(flush=True)   # the log goes on below the ^C the terminal echoed
+    except Stop:
         pass
     finally:
         for signum in stop_signals + [signal.SIGINT]:

@@ -48,7 +48,7 @@ class BroadcastCommandTest(unittest.TestCase):
                                  stderr=subprocess.STDOUT, universal_newlines=True,
                                  timeout=TIMEOUT)
         self.assertEqual(version.returncode, 0)
-        self.assertRegex(version.stdout, r"^broadcast-server \d+\.\d+\.\d+$")
+        self.assertRegex(version.stdout, r"^broadcast\.py \d+\.\d+\.\d+$")   # as it was started
         bare = subprocess.run([PYTHON, BROADCAST], stdout=subprocess.PIPE,
                               stderr=subprocess.PIPE, universal_newlines=True, timeout=TIMEOUT)
         self.assertEqual(bare.returncode, 2)
