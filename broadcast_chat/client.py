@@ -11,6 +11,7 @@ the server has taken every line.
 import argparse
 import os
 import queue
+import re
 import shutil
 import signal
 import socket
@@ -22,7 +23,7 @@ from typing import Any, Callable, Dict, Iterable, Iterator, List, Optional, Text
 
 from . import __version__, display, terminal
 from .config import DEFAULT_HOST, DEFAULT_PORT
-from .net import is_loopback
+from .net import format_address, is_loopback
 from .protocol import LineFramer, TokenBucket
 from .names import check_name, name_from_hostname, name_variant
 from .text import decode, sanitize
@@ -55,11 +56,13 @@ class Connection:
         except socket.gaierror:
             raise ChatError("cannot find the host %s" % host)
         except ConnectionRefusedError:
-            raise ChatError("cannot connect to %s:%d: nothing is listening there. "
-                            "Is the server running? Start it with: python3 server.py"
-                            % (host, port))
+            raise ChatError("cannot connect to %s: nothing is listening there. "
+                            "Is the server running? Start it with: python3 server.py%s"
+                            % (format_address((host, port)),
+                               "" if port == DEFAULT_PORT else " --port %d" % port))
         except OSError as exc:
-            raise ChatError("cannot connect to %s:%d: %s" % (host, port, exc.strerror or exc))
+            raise ChatError("cannot connect to %s: %s" % (format_address((host, port)),
+                                                         exc.strerror or exc))
         self.framer = LineFramer(1 << 20)
         self.pending = []   # type: List[str]
         self.send_lock = threading.Lock()
@@ -179,6 +182,9 @@ class Connection:
                 # Before the hello: the banner for people, or a refusal
                 # before joining (full, wrong password), which comes as an
                 # error line of the text format.
+                if got.startswith("HTTP/"):
+                    raise ChatError("that is a web server, not a chat server: "
+                                    "check --host and --port")
                 line = parse_server_line(got)
                 if line.kind == "error":
                     raise ChatError(line.text)
@@ -485,11 +491,15 @@ def pipe_lines(fd: int) -> Iterator[str]:
 
 
 def add_client_options(parser: argparse.ArgumentParser) -> None:
-    parser.add_argument("--host", default=DEFAULT_HOST,
-                        help="server address (default %(default)s)")
-    parser.add_argument("--port", type=int, default=DEFAULT_PORT,
-                        help="server port (default %(default)s)")
-    parser.add_argument("--name", help="your name (default: this machine's host name)")
+    parser.add_argument("server", nargs="?", metavar="HOST[:PORT]",
+                        help="the server, as --host (and --port) say it")
+    parser.add_argument("server_port", nargs="?", metavar="PORT", type=int,
+                        help="the server's port, as --port says it")
+    parser.add_argument("--host", default=None,
+                        help="server address (default %s)" % DEFAULT_HOST)
+    parser.add_argument("-p", "--port", type=int, default=None,
+                        help="server port (default %d)" % DEFAULT_PORT)
+    parser.add_argument("-n", "--name", help="your name (default: this machine's host name)")
     parser.add_argument("--no-color", action="store_true",
                         help="no colours (also when NO_COLOR is set or output is not a terminal)")
     parser.add_argument("--no-reconnect", action="store_true",
@@ -524,7 +534,39 @@ def client_tls_context(options: argparse.Namespace) -> Optional[ssl.SSLContext]:
     return context
 
 
+def settle_address(options: argparse.Namespace) -> Optional[str]:
+    """Fill options.host and options.port from however they were given
+    (HOST PORT, HOST:PORT, [IPv6]:PORT, --host, --port); a problem, or None."""
+    host, port = options.host, options.port
+    if options.server is not None:
+        if host is not None:
+            return "give the server once: as HOST or as --host"
+        host = options.server
+    if options.server_port is not None:
+        if port is not None:
+            return "give the port once: as PORT or as --port"
+        port = options.server_port
+    host = host or DEFAULT_HOST
+    spelled = re.match(r"\[([0-9A-Fa-f:.]+)\](?::(\d+))?\Z", host) or \
+        re.match(r"([^:\[\]]+):(\d+)\Z", host)
+    if spelled:
+        host = spelled.group(1)
+        if spelled.group(2):
+            if port is not None and port != int(spelled.group(2)):
+                return "two ports given: %s and %d" % (spelled.group(2), port)
+            port = int(spelled.group(2))
+    port = DEFAULT_PORT if port is None else port
+    if not 1 <= port <= 65535:
+        return "bad port %d: a port is a number from 1 to 65535" % port
+    options.host, options.port = host, port
+    return None
+
+
 def run(options: argparse.Namespace) -> int:
+    problem = settle_address(options)
+    if problem:
+        print("client.py: error: " + problem, file=sys.stderr)
+        return 2
     if options.name is not None:
         _, problem = check_name(options.name)
         if problem:

@@ -153,7 +153,10 @@ def interpret(line: str) -> Action:
     if kind in ("who", "help") and rest:
         return Action("error", "usage", usage)
     if kind == "nick":
-        if not rest or " " in rest:
+        if " " in rest:
+            return Action("error", "usage", usage + " (a name has no spaces: try %s)"
+                          % "-".join(rest.split())[:40])
+        if not rest:
             return Action("error", "usage", usage)
         return Action("nick", rest, "")
     if kind == "msg":

@@ -111,6 +111,9 @@ class Session:
 
     def nick(self, action: Action) -> None:
         old = self.member.name
+        if old is not None and action.target == old:
+            self.reply("renamed", "you are already %s" % old, name=old)
+            return
         problem = self.room.rename(self.member, action.target)
         if problem:
             self.error(*problem)

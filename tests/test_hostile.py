@@ -303,7 +303,7 @@ class NameAndCommandTest(HostileCase):
         for usage in ("/nick", "/nick   ", "/nick two words"):
             start = len(bob.lines)
             bob.send(usage)
-            bob.expect(r"!! usage: /nick NAME$", start=start)
+            bob.expect(r"!! usage: /nick NAME( \(a name has no spaces: try two-words\))?$", start=start)
         bob.send("/who")
         bob.expect(r"-- 2 online: alice, bob$")
         bob.send("/msg \uff21\uff2c\uff29\uff23\uff25 found you")    # fullwidth ALICE

@@ -65,6 +65,11 @@ class JsonModeTest(ServerTestCase):
         self.assertEqual(bob.next("event", kind="message")["id"], ids[0])
         self.assertEqual(bob.next("reply", "renamed")["name"], "robert")
 
+    def test_nick_to_the_name_you_have_says_so(self):
+        alice = JsonPeer(self, self.server.port, "alice")
+        alice.peer.send("/nick alice")
+        self.assertEqual(alice.next("reply", "renamed")["text"], "you are already alice")
+
     def test_errors_come_with_stable_codes(self):
         alice = JsonPeer(self, self.server.port, "alice")
         for line, code in (("/dance", "unknown_command"), ("/msg", "usage"),

@@ -160,7 +160,7 @@ class NameTest(RoomTestCase):
             ("/nick \u202eevil", r"!! invalid name: .* only, not the invisible <U\+202E>$"),
             ("/nick a\x1bb", r"!! invalid name: .* only, not \^\[$"),
             ("/nick", r"!! usage: /nick NAME$"),
-            ("/nick two words", r"!! usage: /nick NAME$"),
+            ("/nick two words", r"!! usage: /nick NAME \(a name has no spaces: try two-words\)$"),
         ]
         for line, pattern in cases:
             peer.send(line)
