@@ -23,7 +23,7 @@ import time
 import traceback
 from typing import List, Optional, Tuple
 
-from . import tuning, wire
+from . import history, tuning, wire
 from .admission import Arrival, Gate
 from .config import ServerConfig, parse_server_args
 from .jsonfile import write_json_atomic
@@ -70,8 +70,9 @@ class ChatServer:
         self.gate = Gate(counts_handshakes=self.tls_context is not None or
                          self.password is not None)
         self.writer = Writer(threading.Lock(), config.queue_limit, log)
+        self.history_file = history.open_history_file(config, log)
         self.room = Room(self.writer, log, config.max_clients, config.max_per_address,
-                         config.idle_timeout)
+                         config.idle_timeout, **history.room_options(config, self.history_file))
         self.clients_file = ClientsFile(config.clients_file, config.clients_file_interval,
                                         self.room.snapshot, log)
         self.room.on_change = self.clients_file.changed
@@ -114,6 +115,8 @@ class ChatServer:
     # -- the accept loop ---------------------------------------------------------
 
     def start(self) -> None:
+        if self.history_file is not None:
+            self.history_file.start()
         self.writer.start()
         self.timers.start()
         self.clients_file.start()
@@ -343,6 +346,8 @@ class ChatServer:
         self.listener.close()
         self.room.close("server shutting down", self.shutdown_grace)
         self.timers.join(1.0)
+        if self.history_file is not None:
+            self.history_file.close()
         self.clients_file.stop()
         self.clients_file.write([])
         self.selector.close()
