@@ -184,6 +184,11 @@ class HistoryFile(threading.Thread):
             pass
         if not batch:
             return True
+        # What retention would delete at once is not written: under a flood
+        # most of a batch is past --history-keep before it reaches the file.
+        horizon = batch[-1].last - self.keep
+        if batch[0].last <= horizon:
+            batch = [event for event in batch if event.last > horizon]
         try:
             self.db.execute("BEGIN")
             self.db.executemany("INSERT OR REPLACE INTO events (id, count, time, kind, name, "

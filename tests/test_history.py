@@ -189,6 +189,22 @@ class ResumeTest(HistoryCase):
         self.assertIs(got.pieces[-1], one)
         self.assertTrue(all(a is b for a, b in zip(got.pieces, again.pieces)))
 
+    def test_members_resuming_from_one_point_share_one_piece(self):
+        room = self.make_room()
+        alice, _ = self.member(room, "alice")
+        self.said(room, alice, 5)
+        with room.lock:
+            first = room._replay_from(2, wire.JSON, 0.0)
+            second = room._replay_from(2, wire.JSON, 0.0)
+            third = room._replay_from(2, wire.JSON, 0.0)
+        self.assertGreater(len(first.pieces), 1)
+        self.assertEqual(len(second.pieces), 1)
+        self.assertEqual(second.pieces[0], b"".join(first.pieces))
+        self.assertIs(third.pieces[0], second.pieces[0])
+        room.say(alice, b"new\n", 1)      # a new event: made afresh
+        with room.lock:
+            self.assertIn(b'"new"', b"".join(room._replay_from(2, wire.JSON, 0.0).pieces))
+
     def test_hello_words(self):
         self.assertEqual(protocol.hello_options("resume=12 epoch=ab token=x"),
                          {"resume": "12", "epoch": "ab", "token": "x"})

@@ -163,6 +163,29 @@ class HistoryFileServerTest(ServerTestCase):
         self.assertIn("while bob is away", [o.get("text") for o in events])
         self.assertTrue(all(o["history"] for o in events))
 
+    def test_every_accepted_line_is_in_the_file_after_a_clean_shutdown(self):
+        path = os.path.join(self.server_folder(), "history.db")
+        server = self.start_server("--history-file", path, "--rate-limit", "0",
+                                   "--history-keep", "100000")
+        peers = [self.peer("p%d" % n, server) for n in range(3)]
+        for peer in peers:      # plain lines: the fast path's blocks
+            peer.sendraw(b"".join(b"%s line %d\n" % (peer.name.encode(), n)
+                                  for n in range(2000)))
+        peers[0].send("/me is done")
+        for peer in peers:
+            peer.sync()
+        self.assertEqual(server.stop(), 0)
+        db = sqlite3.connect(path)
+        self.addCleanup(db.close)
+        blocks = db.execute("SELECT name, body FROM events WHERE kind = 'message' "
+                            "ORDER BY id").fetchall()
+        for peer in peers:
+            text = b"".join(body for name, body in blocks if name == peer.name)
+            self.assertEqual(text, b"".join(b"%s line %d\n" % (peer.name.encode(), n)
+                                            for n in range(2000)))
+        self.assertEqual(db.execute("SELECT COUNT(*) FROM events WHERE kind = 'action'")
+                         .fetchone()[0], 1)
+
     def test_a_corrupt_history_file_stops_the_start_with_a_clear_error(self):
         path = os.path.join(self.server_folder(), "bad.db")
         with open(path, "wb") as handle:
