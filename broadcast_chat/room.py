@@ -438,8 +438,7 @@ class Room:
         got = self._replay_from(after, member.fmt, not_before)
         put, queue, fmt = self.writer.put, member.queue, member.fmt
         if why == "resume":
-            text = "%d event%s missed while you were away" % (
-                got.count, "" if got.count == 1 else "s")
+            text = "%d event%s while you were away" % (got.count, "" if got.count == 1 else "s")
             if got.missed:
                 text = "%d events missed: older than the server keeps; %s" % (
                     got.missed, ("the last %d follow" % got.count) if got.count else

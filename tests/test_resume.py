@@ -6,6 +6,7 @@ import re
 import signal
 import socket
 import sqlite3
+import tempfile
 import threading
 import time
 import unittest
@@ -198,21 +199,28 @@ class HistoryFileServerTest(ServerTestCase):
         self.assertNotIn("Traceback", err)
 
     def server_folder(self):
-        import tempfile
         folder = tempfile.TemporaryDirectory(prefix="chat-hist-")
         self.addCleanup(folder.cleanup)
         return folder.name
 
 
 class TerminalResumeTest(ServerTestCase):
-    def test_lines_typed_while_disconnected_are_sent_after_the_reconnect(self):
+    def setUp(self):
+        folder = tempfile.TemporaryDirectory(prefix="chat-hist-")
+        self.addCleanup(folder.cleanup)
+        self.path = os.path.join(folder.name, "history.db")
+        self.server = self.start_server("--history-file", self.path)
+
+    def test_after_a_restart_it_shows_what_it_missed_and_sends_what_was_typed(self):
         port = self.server.port
         bob = self.peer("bob")
         tty = TerminalClient(port, "--name", "tty", "--no-color")
         self.addCleanup(tty.close)
         tty.expect(r"-- tty joined\r\n(?=tty> )")
+        bob.send("before the restart")
+        tty.expect(r"<bob> before the restart")
         tty.wait_reading()
-        self.server.kill()
+        self.assertEqual(self.server.stop(), 0)
         tty.expect(r"-- connection lost; reconnecting")
         tty.type("first while away\r")
         tty.expect(r"-- not connected: line kept, sent once reconnected \(1 waiting\)")
@@ -220,12 +228,18 @@ class TerminalResumeTest(ServerTestCase):
         tty.type("second while away\r")
         tty.expect(r"\(2 waiting\)")
         tty.expect(r"-- .*; trying again in 2 s")
-        second = self.start_server(port=port)
+        second = self.start_server("--history-file", self.path, port=port)
         carol = self.peer("carol", second)
+        carol.send("said while tty was away")
         carol.expect(r"-- tty joined$", timeout=10)
         carol.expect(r"<tty> first while away$")
         carol.expect(r"<tty> second while away$")
         tty.expect(r"-- sent 2 lines typed while disconnected")
+        tty.expect(r"-- 2 events while you were away\r\n")
+        tty.expect(r"-- carol joined\r\n")
+        tty.expect(r"<carol> said while tty was away\r\n")
+        tty.expect(r"-- end of earlier messages")
+        self.assertEqual(tty.text().count("before the restart"), 1)
         tty.wait_reading()
         tty.type("\x04")
         self.assertEqual(tty.wait(), 0)
