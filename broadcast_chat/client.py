@@ -194,12 +194,13 @@ class Connection:
 
     def _register(self, wanted: str, say: Callable[[Received], None],
                   password: Optional[bytes], position: StreamPosition) -> str:
-        if password is not None:
-            self.send_bytes(b"/pass " + password + b"\n")
-        self.send_line(position.hello_line())
         attempt = 0
         name = wanted
-        self.send_line("/nick " + name)
+        # One write: a server that refuses us (full) answers and closes at
+        # once, and a second write would fail before its answer is read.
+        first = (position.hello_line() + "\n/nick " + name + "\n").encode("utf-8",
+                                                                     "surrogateescape")
+        self.send_bytes(first if password is None else b"/pass " + password + b"\n" + first)
         while True:
             got = self.read()
             if got is None:
