@@ -5,7 +5,6 @@ import os
 import socket
 import sqlite3
 import tempfile
-import threading
 import unittest
 
 from tests import support  # (also puts the repository on sys.path)

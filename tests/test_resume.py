@@ -2,8 +2,6 @@
 
 import os
 import random
-import re
-import signal
 import socket
 import sqlite3
 import tempfile
