@@ -102,6 +102,10 @@ class ServerConfig:
             return "--history-file needs history: drop --history 0"
         if self.history_file and os.path.isdir(self.history_file):
             return "cannot use the history file %s: it is a directory" % self.history_file
+        history_folder = os.path.dirname(os.path.abspath(self.history_file or "."))
+        if self.history_file and not os.path.isdir(history_folder):
+            return "cannot use the history file %s: the folder %s does not exist" % (
+                self.history_file, history_folder)
         return None
 
 

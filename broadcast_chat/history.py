@@ -130,7 +130,9 @@ class HistoryFile(threading.Thread):
                 self.db.execute(statement)
             self.epoch = self._meta("epoch", lambda: os.urandom(6).hex())
             self.secret = bytes.fromhex(self._meta("secret", lambda: os.urandom(32).hex()))
-        except (sqlite3.Error, ValueError) as exc:
+        except sqlite3.OperationalError as exc:     # cannot open, locked, read-only
+            raise HistoryError("cannot use the history file %s: %s" % (path, exc))
+        except (sqlite3.Error, ValueError) as exc:  # not a database, or damaged
             raise HistoryError("cannot use the history file %s: %s (move it away to start "
                                "afresh)" % (path, exc))
         if mode.lower() != "wal":

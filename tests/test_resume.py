@@ -196,6 +196,13 @@ class HistoryFileServerTest(ServerTestCase):
                               r"file is not a database")
         self.assertNotIn("Traceback", err)
 
+    def test_a_history_file_in_a_missing_folder_is_refused_at_start_up(self):
+        done = run_server("--history-file", "/nonexistent-folder/history.db")
+        self.assertEqual(done.returncode, 2)
+        self.assertEqual(done.stderr.strip(), "server.py: error: cannot use the history file "
+                         "/nonexistent-folder/history.db: the folder /nonexistent-folder "
+                         "does not exist")
+
     def server_folder(self):
         folder = tempfile.TemporaryDirectory(prefix="chat-hist-")
         self.addCleanup(folder.cleanup)
