@@ -16,6 +16,7 @@ import time
 from typing import Callable, Deque, List, Optional, Tuple
 
 from . import wire
+from .tokens import NameTokens
 
 
 class Ring:
@@ -272,7 +273,6 @@ def open_history_file(config, log: Callable[..., None]) -> Optional[HistoryFile]
 def room_options(config, store: Optional[HistoryFile]) -> dict:
     """The Room's history keywords for a ServerConfig: with a file, its
     epoch, token secret and events; without, a new epoch."""
-    from .tokens import NameTokens
     secret = store.secret if store is not None else None
     options = {"backlog": config.history, "history_keep": config.history_keep,
                "history_max_age": config.history_max_age, "store": store,

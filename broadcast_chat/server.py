@@ -61,7 +61,7 @@ class ChatServer:
 
     def __init__(self, config: ServerConfig, log: Log) -> None:
         """Raises OSError when the address cannot be bound, and ssl.SSLError
-        or ValueError for an unusable certificate, key or password file."""
+        or ValueError for an unusable certificate, key, password or history file."""
         self.config = config
         self.log = log
         self.tls_context = server_tls_context(config)
