@@ -40,6 +40,7 @@ import re
 import selectors
 import shutil
 import socket
+import shlex
 import subprocess
 import sys
 import tempfile
@@ -112,6 +113,7 @@ class Target:
     """A running chat server: ours or ncat."""
 
     server = SERVER     # --server PATH: measure another copy (before/after)
+    server_args = []    # --server-args: options added to ours (e.g. --history 0)
 
     def __init__(self, kind, tmpdir):
         self.kind = kind
@@ -120,7 +122,7 @@ class Target:
             cmd = [sys.executable, self.server, "--host", HOST, "--port", "0",
                    "--rate-limit", "0", "--queue-limit", str(QUEUE_LIMIT),
                    "--max-clients", "0", "--max-per-address", "0",
-                   "--clients-file", self.clients_file]
+                   "--clients-file", self.clients_file] + self.server_args
             self.proc = subprocess.Popen(cmd, stdout=subprocess.PIPE,
                                          stderr=subprocess.PIPE, cwd=tmpdir)
             first = self.proc.stdout.readline().decode("utf-8", "replace")
@@ -1097,6 +1099,9 @@ def main(argv=None):
     ap.add_argument("--server", default=SERVER, metavar="PATH",
                     help="the server.py to measure (default: the one beside bench/)")
     ap.add_argument("--json", metavar="PATH", help="also write the results as JSON")
+    ap.add_argument("--server-args", default="", metavar="'OPTIONS'",
+                    help="more options for our server, e.g. '--history 0' or "
+                         "'--history-file /tmp/h.db'")
     args = ap.parse_args(argv)
     echo = lambda s="": print(s, flush=True)
     scenarios = [s.strip() for s in args.scenario.split(",") if s.strip()]
@@ -1109,6 +1114,7 @@ def main(argv=None):
     flat_duration = 0.2 if q else args.duration
     many = 50 if q else args.many
     Target.server = os.path.abspath(args.server)
+    Target.server_args = shlex.split(args.server_args)
     nofile = raise_file_limit()
     use_ncat = ncat_available() and not args.no_ncat
     targets = ["ours"] + (["ncat"] if use_ncat else [])

@@ -9,6 +9,7 @@ the server has taken every line.
 """
 
 import argparse
+import collections
 import os
 import queue
 import re
@@ -35,6 +36,7 @@ BACKOFF_MAX = 30.0
 REGISTER_TIMEOUT = 10.0
 QUIT_TIMEOUT = 10.0
 REFUSED_CODES = frozenset(("flood", "line_too_long", "busy"))
+UNSENT_MAX = 100        # lines typed while disconnected, kept to send after reconnecting
 
 Received = Union[Dict[str, Any], str]   # an object of the JSON format, or a line that is not
 
@@ -45,6 +47,52 @@ class ChatError(Exception):
     def __init__(self, message: str, code: int = 1) -> None:
         super().__init__(message)
         self.code = code
+
+
+class StreamPosition:
+    """Where the client is in the room's stream, kept across connections:
+    the last event id seen and its epoch, and the name's reconnect token.
+    Pure: fed every object received, it says which are duplicates."""
+
+    def __init__(self) -> None:
+        self.last_id = None     # type: Optional[int]
+        self.epoch = None       # type: Optional[str]
+        self.token = None       # type: Optional[str]
+
+    def hello_line(self) -> str:
+        """/hello json, asking for what was missed and for the name back."""
+        words = ["/hello", "json"]
+        if self.last_id is not None and self.epoch:
+            words += ["resume=%d" % self.last_id, "epoch=" + self.epoch]
+        if self.token:
+            words.append("token=" + self.token)
+        return " ".join(words)
+
+    def see(self, got: Dict[str, Any]) -> bool:
+        """Take note of an object; False for an event already seen."""
+        kind = got.get("type")
+        if kind == "event":
+            number = got.get("id")
+            if not isinstance(number, int):
+                return True
+            if self.last_id is not None and number <= self.last_id:
+                return bool(got.get("history"))    # shown again on request (/history)
+            self.last_id = number
+        elif kind == "hello":
+            epoch = got.get("epoch")
+            if isinstance(epoch, str):
+                if self.epoch is not None and epoch != self.epoch:
+                    self.last_id = None     # another run of ids: start afresh
+                self.epoch = epoch
+            if self.last_id is None and isinstance(got.get("last_id"), int):
+                self.last_id = got["last_id"]
+        elif kind == "reply":
+            token = got.get("token")
+            if isinstance(token, str) and got.get("code") in ("welcome", "token"):
+                self.token = token
+            if got.get("code") == "history_reset":
+                self.last_id = None
+        return True
 
 
 class Connection:
@@ -136,13 +184,14 @@ class Connection:
             self.sock.sendall(data)
 
     def register(self, wanted: str, say: Callable[[Received], None],
-                 password: Optional[bytes] = None) -> str:
+                 password: Optional[bytes] = None,
+                 position: Optional[StreamPosition] = None) -> str:
         """Take the name wanted, or the first free variant; return it.
 
         Raises ChatError for every way it can fail, the network's included.
         """
         try:
-            return self._register(wanted, say, password)
+            return self._register(wanted, say, password, position or StreamPosition())
         except (OSError, ssl.SSLError) as exc:
             # A server that turns us away (full) may close before our first
             # lines arrive: what it said is still there to read.
@@ -166,13 +215,14 @@ class Connection:
             return None
 
     def _register(self, wanted: str, say: Callable[[Received], None],
-                  password: Optional[bytes]) -> str:
+                  password: Optional[bytes], position: StreamPosition) -> str:
         attempt = 0
         name = wanted
-        first = b"/hello json\n/nick " + name.encode("utf-8", "surrogateescape") + b"\n"
-        if password is not None:
-            first = b"/pass " + password + b"\n" + first
-        self.send_bytes(first)
+        # One write: a server that refuses us (full) answers and closes at
+        # once, and a second write would fail before its answer is read.
+        first = (position.hello_line() + "\n/nick " + name + "\n").encode("utf-8",
+                                                                     "surrogateescape")
+        self.send_bytes(first if password is None else b"/pass " + password + b"\n" + first)
         while True:
             got = self.read()
             if got is None:
@@ -190,6 +240,7 @@ class Connection:
                     raise ChatError(line.text)
                 continue
             kind, code = got.get("type"), got.get("code")
+            position.see(got)
             if kind == "hello":
                 limits = got.get("limits")
                 self.limits = limits if isinstance(limits, dict) else {}
@@ -229,6 +280,10 @@ class Client:
         self.colour = want_colour(options.no_color, out)
         self.name = options.name or name_from_hostname(socket.gethostname())
         self.conn = None        # type: Optional[Connection]
+        self.position = StreamPosition()
+        # Lines typed while disconnected; send_lock orders them before newer ones.
+        self.unsent = collections.deque()   # type: collections.deque
+        self.send_lock = threading.Lock()
         self.print_lock = threading.Lock()
         self.at_prompt = False  # input() shows the prompt: redraw it after a line
         self.quitting = threading.Event()
@@ -283,13 +338,17 @@ class Client:
     # -- connection ---------------------------------------------------------
 
     def connect(self) -> None:
+        self.conn = self.open_connection()
+
+    def open_connection(self) -> Connection:
+        """A connection that joined, having asked for what it missed."""
         conn = Connection(self.options.host, self.options.port, self.tls_context)
         try:
-            self.name = conn.register(self.name, self.show, self.password)
+            self.name = conn.register(self.name, self.show, self.password, self.position)
         except BaseException:
             conn.close()
             raise
-        self.conn = conn
+        return conn
 
     def read_forever(self) -> None:
         """The reader thread: print what comes; on a lost connection, reconnect."""
@@ -313,14 +372,21 @@ class Client:
 
     def receive(self, got: Received) -> None:
         if isinstance(got, dict):
-            kind = got.get("type")
-            if kind == "error" and got.get("code") in REFUSED_CODES:
+            if not self.position.see(got):
+                return      # seen before the connection was lost
+            kind, code = got.get("type"), got.get("code")
+            if kind == "error" and code in REFUSED_CODES:
                 self.refused += 1
-            elif kind == "reply" and got.get("code") == "renamed":
+            elif kind == "reply" and code == "renamed":
                 new = got.get("name")
                 if isinstance(new, str) and new:
                     self.name = new     # the prompt (and a reconnect) use it
                 return      # the room's notice of it shows it
+            elif kind == "reply" and (code == "token" or code == "resumed" and not (
+                    got.get("events") or got.get("missed"))):
+                return      # nothing to tell the person
+            elif kind == "event" and got.get("history"):
+                pass        # earlier lines are shown, our own too
             elif kind == "event":
                 if got.get("kind") in ("message", "action") and got.get("from") == self.name:
                     return      # our own line, already on screen as typed
@@ -331,14 +397,35 @@ class Client:
         self.status("connection lost; reconnecting (Ctrl-C to quit)")
         while not self.quitting.wait(delay):
             try:
-                self.connect()
+                conn = self.open_connection()
+                with self.send_lock:
+                    sent = self.send_unsent(conn)
+                    self.conn = conn
             except (ChatError, OSError) as exc:
                 self.status("%s; trying again in %d s" % (exc, min(delay * 2, BACKOFF_MAX)))
                 delay = min(delay * 2, BACKOFF_MAX)
                 continue
             self.status("reconnected as %s" % self.name)
+            if sent:
+                self.status("sent %d line%s typed while disconnected" % (
+                    sent, "" if sent == 1 else "s"))
             return True
         return False
+
+    def send_unsent(self, conn: Connection) -> int:
+        """Send the lines kept while disconnected, oldest first; how many.
+        A line leaves the queue only once sent (OSError: the rest stay)."""
+        assert self.send_lock.locked()
+        sent = 0
+        try:
+            while self.unsent:
+                conn.send_line(self.unsent[0])
+                self.unsent.popleft()
+                sent += 1
+        except OSError:
+            conn.close()
+            raise
+        return sent
 
     def interrupt_main(self) -> None:
         """Wake the main thread from input(), or from waiting for piped lines."""
@@ -351,14 +438,25 @@ class Client:
                 pass        # pipe_loop takes a line soon and sees exit_code
 
     def send(self, text: str) -> bool:
-        conn = self.conn
-        try:
-            if conn is None:
-                raise OSError
-            conn.send_line(text)
-        except OSError:
-            self.problem("not connected: line not sent")
-            return False
+        """Send a line; while a reconnect is under way, keep it to send after."""
+        with self.send_lock:
+            conn = self.conn
+            if conn is not None:
+                try:
+                    conn.send_line(text)
+                    return True
+                except OSError:
+                    pass
+            if not self.interactive or self.options.no_reconnect:
+                self.problem("not connected: line not sent")
+                return False
+            if len(self.unsent) >= UNSENT_MAX:
+                self.problem("not connected, and %d lines already wait: line not sent"
+                             % UNSENT_MAX)
+                return False
+            self.unsent.append(text)
+            waiting = len(self.unsent)
+        self.status("not connected: line kept, sent once reconnected (%d waiting)" % waiting)
         return True
 
     # -- input --------------------------------------------------------------

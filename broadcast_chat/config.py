@@ -28,6 +28,14 @@ class ServerConfig:
     idle_timeout: seconds of silence before a member is dropped (0: never).
     tls_cert, tls_key: serve TLS only, with these PEM files.
     password_file: the room password is its first line (or BROADCAST_PASSWORD).
+    history: events a newcomer is shown before the live ones (0: no history:
+        no backlog, no /history, no resume).
+    history_keep: events kept for resumes and /history (at most
+        Room.history_bytes of text in memory).
+    history_max_age: seconds an event is kept and replayed (0: any age).
+    history_file: keep the history in this SQLite file across restarts.
+    name_grace: seconds after a disconnect within which a reconnect with the
+        name's token gets the name back (0: tokens off).
     """
 
     def __init__(self, host: str = DEFAULT_HOST, port: int = DEFAULT_PORT,
@@ -36,7 +44,9 @@ class ServerConfig:
                  queue_limit: int = 1 << 20, rate_limit: float = 20.0, burst: int = 100,
                  max_line: int = 4096, idle_timeout: float = 0.0,
                  tls_cert: Optional[str] = None, tls_key: Optional[str] = None,
-                 password_file: Optional[str] = None) -> None:
+                 password_file: Optional[str] = None, history: int = 50,
+                 history_keep: int = 1000, history_max_age: float = 0.0,
+                 history_file: Optional[str] = None, name_grace: float = 120.0) -> None:
         self.host = host
         self.port = port
         self.clients_file = clients_file
@@ -51,10 +61,16 @@ class ServerConfig:
         self.tls_cert = tls_cert
         self.tls_key = tls_key
         self.password_file = password_file
+        self.history = history
+        self.history_keep = max(history_keep, history)
+        self.history_max_age = history_max_age
+        self.history_file = history_file
+        self.name_grace = name_grace
 
     OPTIONS = ("host", "port", "clients_file", "clients_file_interval", "max_clients",
                "max_per_address", "queue_limit", "rate_limit", "burst", "max_line",
-               "idle_timeout", "tls_cert", "tls_key", "password_file")
+               "idle_timeout", "tls_cert", "tls_key", "password_file", "history",
+               "history_keep", "history_max_age", "history_file", "name_grace")
 
     @classmethod
     def from_args(cls, options: argparse.Namespace) -> "ServerConfig":
@@ -64,7 +80,8 @@ class ServerConfig:
         """What is wrong with these options, in one line, or None."""
         if not 0 <= self.port <= 65535:
             return "bad port %d: use a number from 1 to 65535 (0 picks a free one)" % self.port
-        for name in ("max_clients", "max_per_address", "rate_limit", "idle_timeout", "burst"):
+        for name in ("max_clients", "max_per_address", "rate_limit", "idle_timeout", "burst",
+                     "history", "history_keep", "history_max_age", "name_grace"):
             if getattr(self, name) < 0:
                 return "--%s cannot be negative" % name.replace("_", "-")
         if self.queue_limit < 1024 or self.max_line < 16:
@@ -81,6 +98,14 @@ class ServerConfig:
             return "cannot write the clients file %s: no permission in %s" % (path, folder)
         if bool(self.tls_cert) != bool(self.tls_key):
             return "--tls-cert and --tls-key go together"
+        if self.history_file and not self.history:
+            return "--history-file needs history: drop --history 0"
+        if self.history_file and os.path.isdir(self.history_file):
+            return "cannot use the history file %s: it is a directory" % self.history_file
+        history_folder = os.path.dirname(os.path.abspath(self.history_file or "."))
+        if self.history_file and not os.path.isdir(history_folder):
+            return "cannot use the history file %s: the folder %s does not exist" % (
+                self.history_file, history_folder)
         return None
 
 
@@ -119,6 +144,20 @@ def add_server_options(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--password-file", metavar="FILE",
                         help="room password: the first line of FILE (or set %s); "
                              "clients must send /pass SECRET first" % PASSWORD_ENV)
+    parser.add_argument("--history", type=int, default=default.history, metavar="N",
+                        help="events a newcomer sees before the live ones; 0 for no history "
+                             "(default %(default)s)")
+    parser.add_argument("--history-keep", type=int, default=default.history_keep, metavar="N",
+                        help="events kept for reconnecting clients and /history "
+                             "(default %(default)s)")
+    parser.add_argument("--history-max-age", type=float, default=default.history_max_age,
+                        metavar="SECONDS", help="forget events older than this; 0 for never "
+                                                "(default %(default)s)")
+    parser.add_argument("--history-file", metavar="FILE",
+                        help="keep the history in this SQLite file across restarts")
+    parser.add_argument("--name-grace", type=float, default=default.name_grace,
+                        metavar="SECONDS", help="a client reconnecting within this time gets "
+                                                "its name back (default %(default)s)")
     parser.add_argument("--version", action="version", version="%(prog)s " + __version__)
 
 

@@ -115,6 +115,7 @@ HELP_LINES = [
     "  /msg NAME TEXT   send TEXT to NAME only",
     "  /me ACTION       say what you are doing (* alice waves)",
     "  /quit [REASON]   leave the chat",
+    "  /history [N]     show the last N events again (default 50)",
     "  /help            this list",
     "  //text           send a line that starts with /",
     "  /pass SECRET     the first line, on a chat with a password",
@@ -128,13 +129,16 @@ COMMAND_USAGE = {
     "quit": "/quit [REASON]",
     "help": "/help",
     "pass": "/pass SECRET",
-    "hello": "/hello json",
+    "hello": "/hello json [resume=ID epoch=EPOCH] [token=TOKEN]",
+    "history": "/history [N]",
 }
 
 Action = collections.namedtuple("Action", "kind target text")
 """What one input line asks for: kind is a command of COMMAND_USAGE (nick,
 who, msg, me, quit, help, pass, hello), "say" (a message), or "error"
-(target is then the error's code, text its message for the sender)."""
+(target is then the error's code, text its message for the sender).
+For hello, text holds the words after json (key=value), for history the
+number asked for (or "")."""
 
 
 def interpret(line: str) -> Action:
@@ -165,11 +169,40 @@ def interpret(line: str) -> Action:
         if not target or not text:
             return Action("error", "usage", usage)
         return Action("msg", target, text)
-    if kind == "hello" and rest.lower() != "json":
+    if kind == "hello":
+        first, _, words = rest.partition(" ")
+        if first.lower() != "json" or hello_options(words) is None:
+            return Action("error", "usage", usage)
+        return Action("hello", "", words.strip())
+    if kind == "history" and rest and not (len(rest) <= 9 and _is_number(rest)):
         return Action("error", "usage", usage)
     if kind in ("me", "pass") and not rest:
         return Action("error", "usage", usage)
     return Action(kind, "", rest)
+
+
+HELLO_WORDS = ("resume", "epoch", "token")
+
+
+def hello_options(words: str) -> Optional[dict]:
+    """The key=value words after /hello json, or None when one is not of
+    that form. Unknown keys are kept (and ignored): a newer client may send
+    more than this server knows. resume must be a number."""
+    options = {}
+    for word in words.split():
+        key, equals, value = word.partition("=")
+        if not equals or not key or not value or len(value) > 200:
+            return None
+        options[key.lower()] = value
+    resume = options.get("resume")
+    if resume is not None and not (len(resume) <= 18 and _is_number(resume)):
+        return None
+    return options
+
+
+def _is_number(text: str) -> bool:
+    """Only ASCII digits (str.isdigit also takes other scripts' digits)."""
+    return bool(text) and all(c in "0123456789" for c in text)
 
 
 # --------------------------------------------------------------------------

@@ -16,10 +16,11 @@ import collections
 import socket
 import threading
 import time
-from typing import Any, Callable, Deque, Dict, List, Optional, Tuple
+from typing import Any, Callable, Dict, List, Optional, Tuple
 
-from . import names
+from . import history, names
 from . import wire
+from .history import Replay, Ring
 from .jsonfile import iso_utc
 from .net import address_group, format_address
 from .writer import Pieces, SendQueue, Writer
@@ -39,7 +40,8 @@ class Member:
     """
 
     __slots__ = ("sock", "queue", "host", "address", "connected_at", "name",
-                 "state", "fmt", "last_heard")
+                 "state", "fmt", "last_heard", "resume", "claim", "token", "named_at",
+                 "replaced")
 
     def __init__(self, sock: socket.socket, peer: Tuple) -> None:
         self.sock = sock
@@ -51,6 +53,12 @@ class Member:
         self.state = ADMITTED
         self.fmt = wire.TEXT
         self.last_heard = time.monotonic()
+        # What its /hello asked for, set by its reader before it joins:
+        self.resume = None      # type: Optional[Tuple[int, str]]  (last id seen, epoch)
+        self.claim = None       # type: Optional[str]  a reconnect token
+        self.token = None       # type: Optional[str]  the token it was given
+        self.named_at = 0.0     # monotonic time it took its present name
+        self.replaced = False   # a reconnect with its token took its place
 
     @property
     def echo(self) -> bool:
@@ -72,12 +80,22 @@ class Room:
     idle_check = 1.0            # seconds between two looks for idle members
     pause_slack = 1.0           # waking this much late means the process was stopped
     direct_max = 16             # rooms this small are written by the thread that orders a line
-    history_events = 1000       # events kept in the ring...
-    history_bytes = 4 << 20     # ...and at most this many bytes of their text
+    history_bytes = 4 << 20     # most bytes of text the ring keeps
+    history_request_max = 500   # most events one /history asks for
+    replays_max = 64            # replays kept for members asking for the same point
 
     def __init__(self, writer: Writer, log: Callable[..., None], max_clients: int = 0,
                  max_per_address: int = 0, idle_timeout: float = 0.0,
-                 clock: Callable[[], float] = time.time) -> None:
+                 clock: Callable[[], float] = time.time, backlog: int = 50,
+                 history_keep: int = 1000, history_max_age: float = 0.0,
+                 epoch: str = "", store: Any = None, tokens: Any = None,
+                 restored: Optional[Tuple[List[wire.Event], int]] = None) -> None:
+        """backlog: events a newcomer is shown (0: no history at all);
+        history_keep: events kept for resumes and /history; history_max_age:
+        seconds an event is replayed for (0: any age); epoch: names this
+        run of ids (a resume from another one starts afresh); store: takes
+        every event kept (a HistoryFile); tokens: reconnect tokens (NameTokens);
+        restored: the events and last id of an earlier run (from the file)."""
         self.writer = writer
         self.lock = writer.lock
         self.log = log
@@ -92,9 +110,20 @@ class Room:
         self.notices_since = 0.0
         self.guest_serial = 0
         self.last_id = 0
-        self.ring = collections.deque()   # type: Deque[wire.Event]
-        self.ring_events = 0
-        self.ring_bytes = 0
+        self.backlog = backlog
+        self.history_max_age = history_max_age
+        self.epoch = epoch
+        self.store = store
+        self.tokens = tokens
+        self.ring = Ring(history_keep if backlog else 0, self.history_bytes)
+        # A replay may fill half a member's queue; the rest counts as missed.
+        self.replay_bytes = writer.queue_limit // 2
+        self.replays = {}           # type: Dict[Tuple[int, str], Replay]
+        self.replays_last_id = 0    # the last id when the replays were made
+        if restored is not None:
+            for event in restored[0]:
+                self.ring.keep(event)
+            self.last_id = restored[1]
         self.closing = False
         self.timers = threading.Condition(self.lock)
         self.on_change = lambda: None       # type: Callable[[], None]
@@ -131,8 +160,10 @@ class Room:
             self.per_host[member.host] -= 1
             if self.per_host[member.host] <= 0:
                 del self.per_host[member.host]
-            if joined:
+            if joined and not member.replaced:
                 self.by_name.remove(member)
+                if member.token is not None:
+                    self.tokens.left(member.name)
                 if not self.closing:
                     self._announce("leave", member.name, reason)
             self.writer.retire(member.queue)
@@ -153,21 +184,80 @@ class Room:
             if old == name:
                 return None
             holder = self.by_name.put(member, name)
+            took_over = False
+            if holder is not None and old is None and self._may_reclaim(member, holder, name):
+                took_over = holder.token == member.claim
+                self._give_back(holder, took_over)
+                holder = self.by_name.put(member, name)
             if holder is not None:
                 return "name_taken", "name taken: %s is already in use" % holder.name
             member.name = name
+            member.named_at = time.monotonic()
             if old is None:
                 member.state = JOINED
+                if self.tokens is not None and self.tokens.valid(member.claim, name):
+                    self.tokens.held(name)
                 self._welcome(member)
-                self._announce("join", name)
+                self._join_replay(member)
+                if not took_over:
+                    self._announce("join", name)
             else:
                 self._announce("rename", old, name)
+                self._give_token(member)
         self.on_change()
         if old is None:
             self.log("join", name, member.address)
         else:
             self.log("rename", old, name, member.address)
         return None
+
+    def _may_reclaim(self, member: Member, holder: Member, name: str) -> bool:
+        """Whether member, joining with a token for name, takes it from
+        holder: its own earlier connection (the same token), or someone who
+        took the name after its owner left, within the grace period."""
+        assert self.lock.locked()
+        tokens = self.tokens
+        if tokens is None or not tokens.valid(member.claim, name):
+            return False
+        if holder.token is not None and holder.token == member.claim:
+            return True
+        since = tokens.reserved_since(name)
+        return since is not None and holder.named_at >= since
+
+    def _give_back(self, holder: Member, same_owner: bool) -> None:
+        """Free holder's name for its owner: holder is the owner's earlier
+        connection (dropped, silently for the room) or is renamed, with a notice."""
+        assert self.lock.locked()
+        if same_owner:
+            holder.replaced = True
+            self.by_name.remove(holder)
+            self._drop(holder, "replaced by a new connection with its token", True)
+            return
+        old = holder.name
+        while True:
+            self.guest_serial += 1
+            new = "guest-%d" % self.guest_serial
+            if self.by_name.put(holder, new) is None:
+                break
+        holder.name = new
+        holder.named_at = time.monotonic()
+        self.writer.put(holder.queue, wire.error(
+            holder.fmt, "name_reclaimed", "your name %s was taken back by its owner, who "
+            "reconnected; you are now %s (/nick NAME picks another)" % (old, new),
+            self.clock(), name=new))
+        self._announce("rename", old, new)
+        self._give_token(holder)
+        self.log("rename", old, new, holder.address + " (name taken back)")
+
+    def _give_token(self, member: Member) -> None:
+        """A new reconnect token for member's present name (JSON members only)."""
+        assert self.lock.locked()
+        if self.tokens is None or not member.echo:
+            return
+        member.token = self.tokens.issue(member.name)
+        self.writer.put(member.queue, wire.reply(
+            member.fmt, "token", "reconnect token for %s" % member.name, self.clock(),
+            name=member.name, token=member.token))
 
     def name_guest(self, member: Member) -> None:
         """Give a member that speaks before /nick a unique guest name."""
@@ -186,8 +276,11 @@ class Room:
         # Straight to the queue, not after the waiting notices: with
         # thousands joining at once, flushing them at each join would cost
         # a write to every member per join.
+        fields = {"name": member.name, "others": others}   # type: Dict[str, Any]
+        if self.tokens is not None and member.echo:
+            member.token = fields["token"] = self.tokens.issue(member.name)
         self.writer.put(member.queue, wire.reply(member.fmt, "welcome", text, self.clock(),
-                                                 name=member.name, others=others))
+                                                 **fields))
 
     def find(self, name: str) -> Optional[Member]:
         """The member of that name, as a reader would take it; None for a
@@ -291,16 +384,86 @@ class Room:
         return event
 
     def _keep(self, event: wire.Event) -> None:
-        """Keep event in the ring, dropping the oldest past its bounds."""
-        ring = self.ring
-        ring.append(event)
-        self.ring_events += event.count
-        self.ring_bytes += len(event.block) + len(event.text)
-        while len(ring) > 1 and (self.ring_events > self.history_events
-                                 or self.ring_bytes > self.history_bytes):
-            old = ring.popleft()
-            self.ring_events -= old.count
-            self.ring_bytes -= len(old.block) + len(old.text)
+        """Keep event in the ring (and the file), the oldest dropped past its bounds."""
+        self.ring.keep(event)
+        if self.store is not None:
+            self.store.add(event)
+
+    # -- history ------------------------------------------------------------
+
+    def history(self, member: Member, wanted: int) -> None:
+        """Send member up to wanted of the latest events (bounded), marked as earlier."""
+        with self.lock:
+            if member.state != JOINED:
+                return
+            self._flush_notices()
+            wanted = min(wanted, self.history_request_max)
+            self._replay(member, max(0, self.last_id - wanted), "request")
+
+    def _join_replay(self, member: Member) -> None:
+        """What a member is sent as it joins, before any live event: what it
+        missed when it resumes, else the backlog."""
+        assert self.lock.locked()
+        if not self.backlog:
+            return
+        resume = member.resume
+        if resume is not None:
+            after, epoch = resume
+            if epoch == self.epoch and after <= self.last_id:
+                self._replay(member, after, "resume")
+                return
+            self.writer.put(member.queue, wire.reply(
+                member.fmt, "history_reset", "the server's event ids have changed (it was "
+                "restarted without a history file): what you missed is not known",
+                self.clock(), epoch=self.epoch, last_id=self.last_id))
+        self._replay(member, max(0, self.last_id - self.backlog), "join")
+
+    def _replay_from(self, after: int, fmt: str, not_before: float) -> Replay:
+        """history.replay, shared by members asking for the same point while
+        no event comes: asked for twice, it is joined into one piece, so
+        that ten thousand members resuming from one id (after a restart, a
+        network cut) queue one piece each, and the room's lock is held for a
+        dictionary look-up, not a walk through the ring."""
+        assert self.lock.locked()
+        if self.replays_last_id != self.last_id:
+            self.replays.clear()
+            self.replays_last_id = self.last_id
+        key = (after, fmt)
+        got = self.replays.get(key)
+        if got is None:
+            got = history.replay(self.ring, after, self.last_id, fmt, self.replay_bytes,
+                                 not_before)
+            if len(self.replays) < self.replays_max:
+                self.replays[key] = got
+        elif len(got.pieces) > 1:
+            got = self.replays[key] = got._replace(pieces=[b"".join(got.pieces)])
+        return got
+
+    def _replay(self, member: Member, after: int, why: str) -> None:
+        """Queue the events after id `after` for member, between two markers."""
+        assert self.lock.locked()
+        now = self.clock()
+        not_before = now - self.history_max_age if self.history_max_age else 0.0
+        got = self._replay_from(after, member.fmt, not_before)
+        put, queue, fmt = self.writer.put, member.queue, member.fmt
+        if why == "resume":
+            text = "%d event%s while you were away" % (got.count, "" if got.count == 1 else "s")
+            if got.missed:
+                text = "%d events missed: older than the server keeps; %s" % (
+                    got.missed, ("the last %d follow" % got.count) if got.count else
+                    "none of them follow")
+            put(queue, wire.reply(fmt, "resumed", text, now, events=got.count,
+                                  missed=got.missed, first=got.first, last=got.last))
+        if not got.pieces:
+            return
+        if why != "resume":
+            put(queue, wire.reply(fmt, "history", "earlier messages: the last %d event%s" % (
+                got.count, "" if got.count == 1 else "s"), now, events=got.count,
+                missed=got.missed, first=got.first, last=got.last))
+        for piece in got.pieces:
+            put(queue, piece)
+        put(queue, wire.reply(fmt, "history_end", "end of earlier messages", now,
+                              last=got.last))
 
     def _fan_out(self, events: List[wire.Event], sender: Optional[Member] = None) -> None:
         """Queue events for every member with a name (the sender only if it

@@ -23,7 +23,7 @@ import time
 import traceback
 from typing import List, Optional, Tuple
 
-from . import tuning, wire
+from . import history, tuning, wire
 from .admission import Arrival, Gate
 from .config import ServerConfig, parse_server_args
 from .jsonfile import write_json_atomic
@@ -63,7 +63,7 @@ class ChatServer:
 
     def __init__(self, config: ServerConfig, log: Log) -> None:
         """Raises OSError when the address cannot be bound, and ssl.SSLError
-        or ValueError for an unusable certificate, key or password file."""
+        or ValueError for an unusable certificate, key, password or history file."""
         self.config = config
         self.log = log
         self.tls_context = server_tls_context(config)
@@ -72,8 +72,9 @@ class ChatServer:
         self.gate = Gate(counts_handshakes=self.tls_context is not None or
                          self.password is not None)
         self.writer = Writer(threading.Lock(), config.queue_limit, log)
+        self.history_file = history.open_history_file(config, log)
         self.room = Room(self.writer, log, config.max_clients, config.max_per_address,
-                         config.idle_timeout)
+                         config.idle_timeout, **history.room_options(config, self.history_file))
         self.clients_file = ClientsFile(config.clients_file, config.clients_file_interval,
                                         self.room.snapshot, log)
         self.room.on_change = self.clients_file.changed
@@ -116,6 +117,8 @@ class ChatServer:
     # -- the accept loop ---------------------------------------------------------
 
     def start(self) -> None:
+        if self.history_file is not None:
+            self.history_file.start()
         self.writer.start()
         self.timers.start()
         self.clients_file.start()
@@ -352,6 +355,8 @@ class ChatServer:
         self.listener.close()
         self.room.close("server shutting down", self.shutdown_grace)
         self.timers.join(1.0)
+        if self.history_file is not None:
+            self.history_file.close()
         self.clients_file.stop()
         self.clients_file.write([])
         self.selector.close()

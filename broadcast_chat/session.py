@@ -10,7 +10,7 @@ from typing import Any, Callable, Dict, List, Optional
 
 from . import __version__, wire
 from .protocol import (HELP_LINES, Action, Say, Step, TokenBucket, count_lines,
-                       first_lines)
+                       first_lines, hello_options)
 from .room import ADMITTED, Member, Room
 
 
@@ -146,16 +146,32 @@ class Session:
                                       "on a chat with a password")
 
     def hello(self, action: Action) -> None:
-        """Switch this member to the JSON format; only before it has a name."""
-        member = self.member
+        """Switch this member to the JSON format; only before it has a name.
+        resume=ID epoch=EPOCH: it saw every event up to ID of that epoch, and
+        is sent the rest as it joins; token=TOKEN: a name's reconnect token."""
+        member, room = self.member, self.room
         if member.state != ADMITTED:
             self.error("hello_late", "/hello comes before /nick and before anything said")
             return
+        options = hello_options(action.text) or {}
+        if "resume" in options:
+            member.resume = (int(options["resume"]), options.get("epoch", ""))
+        member.claim = options.get("token")
         member.fmt = wire.JSON
-        self.room.tell(member, wire.dumps({
-            "type": "hello", "version": __version__, "online": self.room.named_count(),
-            "last_id": self.room.last_id,
+        room.tell(member, wire.dumps({
+            "type": "hello", "version": __version__, "online": room.named_count(),
+            "last_id": room.last_id, "epoch": room.epoch,
+            "history": {"backlog": room.backlog, "kept": room.ring.max_events},
             "limits": {"rate": self.rate, "burst": self.burst, "max_line": self.max_line}}))
+
+    def history(self, action: Action) -> None:
+        if self.member.name is None:
+            self.error("history_unnamed", "/history comes once you have a name (/nick NAME)")
+        elif not self.room.backlog:
+            self.error("history_off", "this server keeps no history")
+        else:
+            self.room.history(self.member, int(action.text) if action.text
+                              else self.room.backlog)
 
     def quit(self, action: Action) -> None:
         self.quit_reason = "quit: " + action.text if action.text else "quit"
@@ -181,5 +197,5 @@ class Session:
 
     COMMANDS = {
         "error": bad_command, "nick": nick, "who": who, "help": help, "pass": password,
-        "hello": hello, "quit": quit, "me": me, "msg": msg,
+        "hello": hello, "history": history, "quit": quit, "me": me, "msg": msg,
     }   # type: Dict[str, Callable[[Session, Action], None]]

@@ -155,13 +155,17 @@ def summarize_notices(waiting: Sequence[Tuple[str, str, str]],
     return [notice_text(notice) for notice in fold_notices(waiting, limit)]
 
 
+HEAD = b'{"type":"event",'
+HEAD_HISTORY = b'{"type":"event","history":true,'
+
+
 class Event:
     """Events the room ordered together, with ids first .. first + count - 1
     and one time. kind is "message" (block: count LF-ended lines of safe
     text), "action" (text), or a notice (notice: a Notice)."""
 
     __slots__ = ("first", "count", "time", "kind", "name", "block", "text", "notice",
-                 "_text", "_json")
+                 "_text", "_json", "_json_history")
 
     def __init__(self, first: int, when: float, kind: str, name: str = "",
                  block: bytes = b"", count: int = 1, text: str = "",
@@ -176,6 +180,7 @@ class Event:
         self.notice = notice
         self._text = None   # type: Optional[bytes]
         self._json = None   # type: Optional[bytes]
+        self._json_history = None   # type: Optional[bytes]
 
     @property
     def last(self) -> int:
@@ -189,6 +194,26 @@ class Event:
         if self._json is None:
             self._json = self._render_json()
         return self._json
+
+    def render_history(self, fmt: str) -> bytes:
+        """The event as replayed later. JSON objects carry "history": true;
+        TEXT lines are the live ones, between two notices (see replay)."""
+        if fmt == TEXT:
+            return self.render(TEXT)
+        if self._json_history is None:
+            # Every object of a rendering starts so, and no text inside one
+            # can: a quote in a string is escaped.
+            self._json_history = self.render(JSON).replace(HEAD, HEAD_HISTORY)
+        return self._json_history
+
+    def render_after(self, fmt: str, after: int) -> bytes:
+        """The history rendering of the ids after `after` only: one line
+        per id in both formats, so a block is cut between lines."""
+        whole = self.render_history(fmt)
+        if after < self.first:
+            return whole
+        lines = whole.split(b"\n")
+        return b"\n".join(lines[after - self.first + 1:])
 
     def _render_text(self) -> bytes:
         stamp = clock_stamp(self.time)

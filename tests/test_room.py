@@ -116,7 +116,7 @@ class OrderTest(RoomCase):
 
     def test_events_have_strictly_increasing_ids_and_the_ring_is_bounded(self):
         room = self.make_room()
-        room.history_events = 5
+        room.ring.max_events = 5
         alice, _ = self.member(room, "alice")
         watcher, far = self.member(room, "watcher", fmt=wire.JSON)
         room.say(alice, b"one\ntwo\nthree\n", 3)
@@ -128,7 +128,7 @@ class OrderTest(RoomCase):
         self.assertEqual(len(ids), len(set(ids)))
         for _ in range(10):
             room.act(alice, "again")
-        self.assertLessEqual(room.ring_events, 5)
+        self.assertLessEqual(room.ring.ids, 5)
         self.assertEqual(room.ring[-1].last, room.last_id)
 
     def test_a_json_member_gets_its_own_events_back_a_text_member_does_not(self):

@@ -1,0 +1,254 @@
+"""Resume, history files and name tokens against real server processes."""
+
+import os
+import random
+import socket
+import sqlite3
+import tempfile
+import threading
+import time
+import unittest
+
+from tests.support import (ServerTestCase, TerminalClient, Peer, run_server, wait_until)
+
+from broadcast_chat.client import Connection, StreamPosition
+
+
+class Resumer:
+    """An official client's stream logic (Connection, StreamPosition) that
+    cuts its own connection after a random number of events, and resumes."""
+
+    def __init__(self, port, name, rng, cuts):
+        self.port = port
+        self.name = name
+        self.rng = rng
+        self.cuts_left = cuts
+        self.position = StreamPosition()
+        self.events = []        # (id, kind, from, text) of every event kept, in order
+        self.notes = []         # replies: resumed, history, ...
+        self.done = threading.Event()
+        self.error = None
+
+    def connect(self):
+        conn = Connection("127.0.0.1", self.port)
+        self.name = conn.register(self.name, self.take, position=self.position)
+        return conn
+
+    def take(self, got):
+        if not isinstance(got, dict) or not self.position.see(got):
+            return
+        if got.get("type") == "event":
+            self.events.append((got["id"], got["kind"], got.get("from"), got.get("text")))
+        elif got.get("type") == "reply":
+            self.notes.append(got)
+
+    def run(self, until):
+        try:
+            conn = self.connect()
+            budget = self.rng.randrange(1, 80)
+            while not until(self):
+                got = conn.read()
+                if got is None:
+                    raise AssertionError("%s: connection closed by the server" % self.name)
+                self.take(got)
+                budget -= 1
+                if budget <= 0 and self.cuts_left:
+                    self.cuts_left -= 1
+                    conn.sock.setsockopt(socket.SOL_SOCKET, socket.SO_LINGER,
+                                         b"\x01\x00\x00\x00\x00\x00\x00\x00")
+                    conn.close()        # a reset, whatever was in flight is lost
+                    conn = self.connect()
+                    budget = self.rng.randrange(1, 80)
+            conn.close()
+        except BaseException as exc:
+            self.error = exc
+        finally:
+            self.done.set()
+
+
+class RandomCutTest(ServerTestCase):
+    server_args = ("--rate-limit", "0", "--history-keep", "20000")
+
+    def test_cuts_at_random_moments_lose_nothing_and_duplicate_nothing(self):
+        server = self.server
+        rng = random.Random(12)
+        senders = [self.peer("s%d" % n) for n in range(3)]
+        total = 400
+        last = {s.name: "%s-%04d" % (s.name, total - 1) for s in senders}
+
+        def finished(resumer):
+            texts = {text for _, _, _, text in resumer.events[-200:]}
+            return all(line in texts for line in last.values())
+
+        resumers = [Resumer(server.port, "r%d" % n, random.Random(rng.random()), cuts=10)
+                    for n in range(4)]
+        steady = Resumer(server.port, "steady", rng, cuts=0)
+        threads = [threading.Thread(target=r.run, args=(finished,), daemon=True)
+                   for r in resumers + [steady]]
+        for thread in threads:
+            thread.start()
+        server.wait_clients(lambda c: len(c) == 8 and all(r["name"] for r in c))
+        for number in range(0, total, 20):      # bursts: blocks the fast path orders whole
+            for sender in senders:
+                sender.sendraw(b"".join(b"%s-%04d\n" % (sender.name.encode(), n)
+                                        for n in range(number, number + 20)))
+            time.sleep(0.005)       # pacing the load, not synchronisation
+        for resumer in resumers + [steady]:
+            self.assertTrue(resumer.done.wait(20), "%s did not finish" % resumer.name)
+            self.assertIsNone(resumer.error)
+
+        def said(resumer):
+            return [(i, t) for i, kind, sender, t in resumer.events
+                    if kind == "message" and sender in last]
+        reference = said(steady)
+        self.assertEqual(len(reference), 3 * total)
+        for resumer in resumers:
+            ids = [event[0] for event in resumer.events]
+            self.assertEqual(ids, sorted(set(ids)), resumer.name)    # in order, once each
+            self.assertEqual(said(resumer), reference, resumer.name)
+            self.assertEqual(resumer.cuts_left, 0, resumer.name)
+            self.assertEqual(resumer.name, "r%d" % resumers.index(resumer))  # its name kept
+            resumed = [n for n in resumer.notes if n.get("code") == "resumed"]
+            self.assertEqual(len(resumed), 10)
+            self.assertTrue(all(n["missed"] == 0 for n in resumed))
+
+
+class HistoryFileServerTest(ServerTestCase):
+    def setUp(self):
+        pass        # each test starts its own
+
+    def test_a_restart_with_the_history_file_keeps_history_ids_and_names(self):
+        path = os.path.join(self.server_folder(), "history.db")
+        first = self.start_server("--history-file", path)
+        alice = self.peer("alice", first)
+        position = StreamPosition()
+        conn = Connection("127.0.0.1", first.port)
+        self.addCleanup(conn.close)
+        self.assertEqual(conn.register("bob", lambda got: position.see(got),
+                                       position=position), "bob")
+        alice.send("before the restart")
+        wait_until(lambda: (lambda got: position.see(got) and got.get("text") ==
+                            "before the restart")(conn.read()), message="bob hears alice")
+        seen, token = position.last_id, position.token
+        self.assertEqual(first.stop(), 0)
+        conn.close()
+        self.assertEqual(sqlite3.connect(path).execute(
+            "SELECT body FROM events WHERE kind = 'message'").fetchall(),
+            [(b"before the restart\n",)])
+
+        second = self.start_server("--history-file", path, port=first.port)
+        carol = Peer(second.port)
+        self.addCleanup(carol.close)
+        carol.send("/nick carol")
+        carol.expect(r"-- earlier messages")
+        carol.expect(r"<alice> before the restart$")
+        carol.expect(r"-- end of earlier messages$")
+        carol.send("while bob is away")
+        squatter = self.peer("bob", second)        # takes bob's name meanwhile
+        got = []
+        again = Connection("127.0.0.1", second.port)
+        self.addCleanup(again.close)
+        self.assertEqual(again.register("bob", got.append, position=position), "bob")
+        self.assertEqual(position.token is not None and position.token != token, True)
+        squatter.expect(r"!! your name bob was taken back by its owner, who reconnected; "
+                        r"you are now guest-\d+")
+        replay = []
+        while not any(isinstance(o, dict) and o.get("code") == "history_end" for o in replay):
+            replay.append(again.read())
+        resumed = [o for o in got + replay if o.get("code") == "resumed"][0]
+        self.assertEqual(resumed["missed"], 0)
+        events = [o for o in replay if o.get("type") == "event"]
+        self.assertEqual(events[0]["id"], seen + 1)          # ids continue across restarts
+        self.assertIn("while bob is away", [o.get("text") for o in events])
+        self.assertTrue(all(o["history"] for o in events))
+
+    def test_every_accepted_line_is_in_the_file_after_a_clean_shutdown(self):
+        path = os.path.join(self.server_folder(), "history.db")
+        server = self.start_server("--history-file", path, "--rate-limit", "0",
+                                   "--history-keep", "100000")
+        peers = [self.peer("p%d" % n, server) for n in range(3)]
+        for peer in peers:      # plain lines: the fast path's blocks
+            peer.sendraw(b"".join(b"%s line %d\n" % (peer.name.encode(), n)
+                                  for n in range(2000)))
+        peers[0].send("/me is done")
+        for peer in peers:
+            peer.sync()
+        self.assertEqual(server.stop(), 0)
+        db = sqlite3.connect(path)
+        self.addCleanup(db.close)
+        blocks = db.execute("SELECT name, body FROM events WHERE kind = 'message' "
+                            "ORDER BY id").fetchall()
+        for peer in peers:
+            text = b"".join(body for name, body in blocks if name == peer.name)
+            self.assertEqual(text, b"".join(b"%s line %d\n" % (peer.name.encode(), n)
+                                            for n in range(2000)))
+        self.assertEqual(db.execute("SELECT COUNT(*) FROM events WHERE kind = 'action'")
+                         .fetchone()[0], 1)
+
+    def test_a_corrupt_history_file_stops_the_start_with_a_clear_error(self):
+        path = os.path.join(self.server_folder(), "bad.db")
+        with open(path, "wb") as handle:
+            handle.write(b"not sqlite at all\n" * 200)
+        done = run_server("--history-file", path)
+        self.assertEqual(done.returncode, 2)
+        err = done.stderr
+        self.assertRegex(err, r"server.py: error: cannot use the history file .*bad.db: "
+                              r"file is not a database")
+        self.assertNotIn("Traceback", err)
+
+    def test_a_history_file_in_a_missing_folder_is_refused_at_start_up(self):
+        done = run_server("--history-file", "/nonexistent-folder/history.db")
+        self.assertEqual(done.returncode, 2)
+        self.assertEqual(done.stderr.strip(), "server.py: error: cannot use the history file "
+                         "/nonexistent-folder/history.db: the folder /nonexistent-folder "
+                         "does not exist")
+
+    def server_folder(self):
+        folder = tempfile.TemporaryDirectory(prefix="chat-hist-")
+        self.addCleanup(folder.cleanup)
+        return folder.name
+
+
+class TerminalResumeTest(ServerTestCase):
+    def setUp(self):
+        folder = tempfile.TemporaryDirectory(prefix="chat-hist-")
+        self.addCleanup(folder.cleanup)
+        self.path = os.path.join(folder.name, "history.db")
+        self.server = self.start_server("--history-file", self.path)
+
+    def test_after_a_restart_it_shows_what_it_missed_and_sends_what_was_typed(self):
+        port = self.server.port
+        bob = self.peer("bob")
+        tty = TerminalClient(port, "--name", "tty", "--no-color")
+        self.addCleanup(tty.close)
+        tty.expect(r"-- tty joined\r\n(?=tty> )")
+        bob.send("before the restart")
+        tty.expect(r"<bob> before the restart")
+        tty.wait_reading()
+        self.assertEqual(self.server.stop(), 0)
+        tty.expect(r"-- connection lost; reconnecting")
+        tty.type("first while away\r")
+        tty.expect(r"-- not connected: line kept, sent once reconnected \(1 waiting\)")
+        tty.wait_reading()
+        tty.type("second while away\r")
+        tty.expect(r"\(2 waiting\)")
+        tty.expect(r"-- .*; trying again in 2 s")
+        second = self.start_server("--history-file", self.path, port=port)
+        carol = self.peer("carol", second)
+        carol.send("said while tty was away")
+        carol.expect(r"-- tty joined$", timeout=10)
+        carol.expect(r"<tty> first while away$")
+        carol.expect(r"<tty> second while away$")
+        tty.expect(r"-- sent 2 lines typed while disconnected")
+        tty.expect(r"-- 2 events while you were away\r\n")
+        tty.expect(r"-- carol joined\r\n")
+        tty.expect(r"<carol> said while tty was away\r\n")
+        tty.expect(r"-- end of earlier messages")
+        self.assertEqual(tty.text().count("before the restart"), 1)
+        tty.wait_reading()
+        tty.type("\x04")
+        self.assertEqual(tty.wait(), 0)
+
+
+if __name__ == "__main__":
+    unittest.main()
