@@ -4,6 +4,7 @@ owners as class attributes."""
 
 import argparse
 import os
+import re
 from typing import List, Optional
 
 from . import __version__
@@ -11,6 +12,7 @@ from .tls import PASSWORD_ENV
 
 DEFAULT_HOST = "127.0.0.1"
 DEFAULT_PORT = 5000
+ORIGIN = re.compile(r"(?:https?://[^/?#\s]+/?|null)\Z")
 
 
 class ServerConfig:
@@ -28,6 +30,8 @@ class ServerConfig:
     idle_timeout: seconds of silence before a member is dropped (0: never).
     tls_cert, tls_key: serve TLS only, with these PEM files.
     password_file: the room password is its first line (or BROADCAST_PASSWORD).
+    allow_origins: web pages (scheme://host[:port]) besides the server's own
+        whose scripts may open a WebSocket to the chat.
     """
 
     def __init__(self, host: str = DEFAULT_HOST, port: int = DEFAULT_PORT,
@@ -36,7 +40,8 @@ class ServerConfig:
                  queue_limit: int = 1 << 20, rate_limit: float = 20.0, burst: int = 100,
                  max_line: int = 4096, idle_timeout: float = 0.0,
                  tls_cert: Optional[str] = None, tls_key: Optional[str] = None,
-                 password_file: Optional[str] = None) -> None:
+                 password_file: Optional[str] = None,
+                 allow_origins: Optional[List[str]] = None) -> None:
         self.host = host
         self.port = port
         self.clients_file = clients_file
@@ -51,10 +56,11 @@ class ServerConfig:
         self.tls_cert = tls_cert
         self.tls_key = tls_key
         self.password_file = password_file
+        self.allow_origins = list(allow_origins or [])
 
     OPTIONS = ("host", "port", "clients_file", "clients_file_interval", "max_clients",
                "max_per_address", "queue_limit", "rate_limit", "burst", "max_line",
-               "idle_timeout", "tls_cert", "tls_key", "password_file")
+               "idle_timeout", "tls_cert", "tls_key", "password_file", "allow_origins")
 
     @classmethod
     def from_args(cls, options: argparse.Namespace) -> "ServerConfig":
@@ -81,6 +87,10 @@ class ServerConfig:
             return "cannot write the clients file %s: no permission in %s" % (path, folder)
         if bool(self.tls_cert) != bool(self.tls_key):
             return "--tls-cert and --tls-key go together"
+        for origin in self.allow_origins:
+            if not ORIGIN.match(origin):
+                return ("--allow-origin %s: give a page's origin, scheme://host[:port], "
+                        "e.g. https://chat.example.org" % origin)
         return None
 
 
@@ -119,6 +129,9 @@ def add_server_options(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--password-file", metavar="FILE",
                         help="room password: the first line of FILE (or set %s); "
                              "clients must send /pass SECRET first" % PASSWORD_ENV)
+    parser.add_argument("--allow-origin", action="append", dest="allow_origins", default=[],
+                        metavar="URL", help="also let pages from this origin (https://host:port) "
+                                            "open a WebSocket to the chat; repeatable")
     parser.add_argument("--version", action="version", version="%(prog)s " + __version__)
 
 
