@@ -121,6 +121,25 @@ class FramingTest(unittest.TestCase):
         self.assertIn("--allow-origin", config.problem())
 
 
+class JsonBlockTest(unittest.TestCase):
+    """A message block that needs no escaping is rendered without an encoder
+    call per line: the bytes must be those of the encoder."""
+
+    def test_same_bytes_as_the_encoder(self) -> None:
+        from broadcast_chat import wire
+        blocks = [b"hello\n", b"a\nb b\nc\n", "h\u00e9llo \u20ac\n\u2028x\n".encode(),
+                  b"D1 2 3\n" * 300, b'say "hi"\nx\n', b"back\\slash\n", b"tab\there\n"]
+        for block in blocks:
+            texts = block.decode("utf-8")[:-1].split("\n")
+            event = wire.Event(99, 1764577512.345, "message", "alice", block=block,
+                               count=len(texts))
+            expected = b"".join(wire.dumps({
+                "type": "event", "id": number, "time": wire.iso_time(event.time),
+                "kind": "message", "from": "alice", "text": text})
+                for number, text in enumerate(texts, 99))
+            self.assertEqual(event.render(wire.JSON), expected, block[:40])
+
+
 def parse_frame(data: bytes) -> Tuple[int, bytes, bytes]:
     """(opcode, payload, rest) of the unmasked frame at the start of data."""
     opcode, length = data[0] & 0x0F, data[1] & 0x7F
