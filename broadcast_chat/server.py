@@ -258,13 +258,15 @@ class ChatServer:
         if upgraded is not None:
             self.converse_web(member, upgraded[1], tls)
         else:
-            self.converse(member, framer, early, tls, arrived)
+            guard = web.LateHttpGuard() if kind == web.NEED_MORE else None
+            self.converse(member, framer, early, tls, arrived, guard)
 
     def converse(self, member: Member, framer: LineFramer, early: List[bytes],
-                 tls: Optional[TlsCodec], first: bytes = b"") -> None:
+                 tls: Optional[TlsCodec], first: bytes = b"",
+                 guard: Optional[web.LateHttpGuard] = None) -> None:
         """Read the member's lines until it leaves: the lines that came
         with the password, then the bytes read to tell what the client
-        is, then what it sends."""
+        is, then what it sends (held by guard until it is surely no HTTP)."""
         config, room, writer = self.config, self.room, self.writer
         sock = member.sock
         session = Session(room, member, config.rate_limit, config.burst, config.max_line,
@@ -277,30 +279,38 @@ class ChatServer:
         try:
             if early:
                 session.handle(interpret_lines(early), 0)
-            if first:
-                session.handle(*classify(framer, first, fast=False))
+            data = first    # read already, and plain text
             while session.quit_reason is None:
-                if writer.lagging:
-                    writer.wait_for_space()
-                if not full:
-                    waiter.wait()
-                try:
-                    data = sock.recv(size)
-                except BlockingIOError:
-                    full = False
-                    continue
                 if not data:
-                    break
-                member.last_heard = time.monotonic()
-                full = len(data) == size
-                size = self.large_read if full else self.small_read
-                if tls is not None:
-                    data, reply, closed = tls.decrypt(data)
-                    if reply:
-                        room.poke(member)
-                    if closed:
+                    if writer.lagging:
+                        writer.wait_for_space()
+                    if not full:
+                        waiter.wait()
+                    try:
+                        data = sock.recv(size)
+                    except BlockingIOError:
+                        full = False
+                        continue
+                    if not data:
                         break
+                    member.last_heard = time.monotonic()
+                    full = len(data) == size
+                    size = self.large_read if full else self.small_read
+                    if tls is not None:
+                        data, reply, closed = tls.decrypt(data)
+                        if reply:
+                            room.poke(member)
+                        if closed:
+                            break
+                if guard is not None:
+                    data = guard.take(data)
+                    if data is None:
+                        reason = "an HTTP request after the banner"
+                        break
+                    if guard.done:
+                        guard = None
                 steps, too_long = classify(framer, data, fast=member.name is not None)
+                data = b""
                 session.handle(steps, too_long)
             if session.quit_reason is not None:
                 reason = session.quit_reason

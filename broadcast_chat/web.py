@@ -242,21 +242,49 @@ class HttpExchange:
             pass
 
 
+class LateHttpGuard:
+    """A line client that was silent while sniff() waited (nc waits for the
+    banner) may yet be a browser whose request came late. Its bytes are
+    held until sniff() can tell; take() returns None for an HTTP request,
+    which must then be closed, never read as chat."""
+
+    __slots__ = ("held", "done")
+
+    def __init__(self) -> None:
+        self.held = b""
+        self.done = False
+
+    def take(self, data: bytes) -> Optional[bytes]:
+        """The bytes to read as lines now (b"" while undecided), or None."""
+        if self.done:
+            return data
+        held = self.held + data
+        kind = sniff(held)
+        if kind == HTTP:
+            return None
+        if kind == NEED_MORE:
+            self.held = held
+            return b""
+        self.done = True
+        self.held = b""
+        return held
+
+
 def first_bytes(sock: socket.socket, tls: Optional[TlsCodec], arrived: bytes,
                 wait: float, deadline: float) -> Tuple[str, bytes]:
     """Read until sniff() can tell what the client is, for at most wait
-    seconds: (kind, the bytes read). Silence is a line client (nc waits for
-    the banner)."""
+    seconds: (kind, the bytes read). NEED_MORE when wait passed first: a
+    line client, as far as anyone can tell yet (see LateHttpGuard)."""
     until = min(deadline, time.monotonic() + wait)
     data = arrived
     kind = sniff(data)
     while kind == NEED_MORE:
         if time.monotonic() >= until:
-            return LINE, data
+            return NEED_MORE, data
         try:
             chunk = recv_before(sock, 4096, until, "the first bytes")
         except (socket.timeout, TimeoutError):
-            return LINE, data
+            return NEED_MORE, data
         if not chunk:
             raise ConnectionError("connection closed before it said anything")
         if tls is not None:

@@ -53,6 +53,21 @@ class SniffTest(unittest.TestCase):
         self.assertEqual(web.sniff(first), web.HTTP)
 
 
+class LateHttpGuardTest(unittest.TestCase):
+    def test_holds_until_it_can_tell(self) -> None:
+        guard = web.LateHttpGuard()
+        self.assertEqual(guard.take(b"GET /"), b"")
+        self.assertIsNone(guard.take(b" HTTP/1.1\r\nHost: x\r\n"))
+
+    def test_lines_pass_once_told_apart(self) -> None:
+        guard = web.LateHttpGuard()
+        self.assertEqual(guard.take(b"GET "), b"")
+        self.assertEqual(guard.take(b"me a coffee\nGET / HTTP/1.1\n"),
+                         b"GET me a coffee\nGET / HTTP/1.1\n")
+        self.assertTrue(guard.done)
+        self.assertEqual(guard.take(b"more"), b"more")
+
+
 class RouteTest(unittest.TestCase):
     page = b"<!doctype html><p>page</p>"
 
@@ -341,6 +356,20 @@ class WebServerTest(ServerTestCase):
         self.assertIn("1 online: carol", carol.lines[-1])
         self.assertNotIn("mallory", self.server.log.text())
         self.assertNotIn("secret", "\n".join(carol.lines))
+
+    def test_late_http_request_closed_not_relayed(self) -> None:
+        carol = self.peer("carol")
+        late = self.peer()      # silent until the banner: taken for a line client
+        late.sendraw(b"GET /ws HTTP/1.1\r\nHost: 127.0.0.1\r\nCookie: secret=1\r\n\r\n")
+        late.expect_closed()
+        self.server.log.expect(r"leave - \S+ an HTTP request after the banner")
+        carol.sync()
+        self.assertNotIn("secret", "\n".join(carol.lines))
+        self.assertNotIn("GET", "\n".join(carol.lines))
+        slow = self.peer()
+        slow.sendraw(b"GET ")
+        slow.sendraw(b"me a coffee\n")
+        carol.expect(r"<guest-\d+> GET me a coffee$")
 
     def test_browser_and_terminal_chat(self) -> None:
         carol = self.peer("carol")
