@@ -320,9 +320,27 @@ class WebSocketReader:
         self.framer = LineFramer(max_line)
 
     def flush(self) -> None:
-        out = self.member.connection.data_to_send()
-        if out:
+        """Queue what the Connection owes the client. Once that holds our
+        Close, the queue is ended with it, so nothing is sent after it."""
+        connection = self.member.connection
+        out = connection.data_to_send()
+        if not out:
+            return
+        if connection.close_sent is None:
             self.room.tell(self.member, Framed(out))
+            return
+        with self.room.lock:
+            self.room.writer.end(self.member.queue, self.why(), Framed(out))
+
+    def why(self) -> str:
+        """Why the member leaves, once its connection is closing."""
+        connection = self.member.connection
+        if self.session.quit_reason is not None:
+            return self.session.quit_reason
+        if connection.close_received is not None:
+            return "closed"
+        sent = connection.close_sent
+        return "protocol error: %s" % (sent.reason if sent is not None else "closed")
 
     def take(self, events: List[websocket.Event]) -> None:
         """Act on the events of one read."""
@@ -376,13 +394,7 @@ class WebSocketReader:
                 if closed:
                     return "connection lost"
             self.take(connection.receive_data(data))
-        if session.quit_reason is not None:
-            return session.quit_reason
-        received = connection.close_received
-        if received is not None:
-            return "closed"
-        sent = connection.close_sent
-        return "protocol error: %s" % (sent.reason if sent is not None else "closed")
+        return self.why()
 
 
 def read_first_message(connection: websocket.Connection, exchange: HttpExchange
