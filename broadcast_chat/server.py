@@ -72,6 +72,7 @@ class ChatServer:
         self.tls_context = server_tls_context(config)
         self.password = read_password(config.password_file, os.environ)
         self.page = web.load_page()
+        self.http_slots = web.HttpSlots(config.max_per_address)
         self.listener = self.bind(config.host, config.port)
         self.gate = Gate(counts_handshakes=self.tls_context is not None or
                          self.password is not None)
@@ -219,7 +220,17 @@ class ChatServer:
             upgraded = None     # type: Optional[Tuple[websocket.Connection, List[websocket.Event]]]
             early = []          # type: List[bytes]
             if kind == web.HTTP:
-                upgraded = self.serve_http(sock, tls, arrived, address, arrival.host, deadline)
+                # A slow request head must not hold a slot that others wait for.
+                arrival.settle()
+                if not self.http_slots.take(arrival.host):
+                    send_now(sock, tls, websocket.error_response(
+                        503, "too many connections from your address").to_bytes())
+                    raise Refused("too many HTTP requests from the address at once")
+                try:
+                    upgraded = self.serve_http(sock, tls, arrived, address, arrival.host,
+                                               deadline)
+                finally:
+                    self.http_slots.give(arrival.host)
                 if upgraded is None:
                     return close_socket(sock)
             elif self.password is not None:

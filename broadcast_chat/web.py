@@ -13,10 +13,12 @@ The pure part (sniff, route, frame_pieces) has no sockets; WebMember and
 WebSocketReader are the thin threaded shell, driven by server.ChatServer.
 """
 
+import collections
 import os
 import re
 import socket
 import ssl
+import threading
 import time
 from typing import Callable, Iterable, List, Optional, Tuple
 
@@ -240,6 +242,31 @@ class HttpExchange:
                     break
         except (OSError, ssl.SSLError):
             pass
+
+
+class HttpSlots:
+    """HTTP exchanges under way, by address. A request head may take until
+    the handshake deadline and is no member yet, so the room does not count
+    it: with a limit (--max-per-address), one address may hold at most that
+    many at once."""
+
+    def __init__(self, limit: int) -> None:
+        self.limit = limit
+        self.open = collections.Counter()   # type: collections.Counter
+        self.lock = threading.Lock()
+
+    def take(self, host: str) -> bool:
+        with self.lock:
+            if self.limit and self.open[host] >= self.limit:
+                return False
+            self.open[host] += 1
+            return True
+
+    def give(self, host: str) -> None:
+        with self.lock:
+            self.open[host] -= 1
+            if self.open[host] <= 0:
+                del self.open[host]
 
 
 class LateHttpGuard:

@@ -441,6 +441,23 @@ class WebLimitsTest(ServerTestCase):
         self.assertEqual(peer.expect_close(), 1008)
 
 
+class SlowHttpTest(ServerTestCase):
+    server_args = ("--max-per-address", "3")
+
+    def test_slow_request_heads_are_bounded_and_block_nobody(self) -> None:
+        slow = []
+        for _ in range(3):
+            sock = socket.create_connection(("127.0.0.1", self.server.port), timeout=TIMEOUT)
+            self.addCleanup(sock.close)
+            sock.sendall(b"GET / HTTP/1.1\r\nHost: 127.0.0.1\r\n")   # and never the end
+            slow.append(sock)
+        wait_until(lambda: http_get(self.server.port, b"GET / HTTP/1.1\r\n\r\n")
+                   .startswith(b"HTTP/1.1 503 "), message="a 503 for a fourth request")
+        self.server.log.expect(r"refuse \S+ too many HTTP requests from the address at once")
+        carol = self.peer("carol")      # a line client still joins
+        carol.sync()
+
+
 class WebShutdownTest(ServerTestCase):
     def test_going_away_at_shutdown(self) -> None:
         peer = WsPeer(self.server.port)
