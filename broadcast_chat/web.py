@@ -23,7 +23,7 @@ import time
 from typing import Callable, Iterable, List, Optional, Tuple
 
 from . import tuning, websocket, wire
-from .protocol import Action, LineFramer, classify, interpret_lines
+from .protocol import Action, LineFramer, classify
 from .room import Member, Room
 from .session import Session
 from .tls import TlsCodec, recv_before
@@ -155,7 +155,7 @@ def message_lines(text: str) -> bytes:
 
 class WebMember(Member):
     """A member connected by WebSocket: JSON from the start, and a Close
-    frame after its last words."""
+    frame after its last words. connection is its reader thread's alone."""
 
     __slots__ = ("connection",)
 
@@ -189,8 +189,8 @@ class HttpExchange:
     """One HTTP connection until it is answered, or until it is a WebSocket.
 
     read_head() reads the request head (within the handshake deadline);
-    answer() sends the response; a 101 leaves the bytes after the head in
-    leftover for the WebSocket connection.
+    send() sends the response; after a 101, leftover holds the bytes that
+    came after the head, the start of the WebSocket connection.
     """
 
     recv_size = 4096

@@ -11,7 +11,7 @@ import shutil
 import unittest
 from typing import Optional
 
-from tests.support import Peer, ServerProcess, free_port, child_env
+from tests.support import Peer, ServerProcess, child_env, free_port
 
 try:
     from playwright.sync_api import Error as PlaywrightError, expect, sync_playwright

@@ -9,9 +9,9 @@ import ssl
 import struct
 import time
 import unittest
-from typing import Callable, Dict, List, Optional, Tuple
+from typing import Dict, List, Optional, Tuple
 
-from tests.support import TIMEOUT, ServerProcess, ServerTestCase, wait_until
+from tests.support import TIMEOUT, ServerTestCase, wait_until
 
 from broadcast_chat import web, websocket
 from broadcast_chat.config import ServerConfig, parse_server_args
