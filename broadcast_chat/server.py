@@ -368,7 +368,8 @@ class ChatServer:
         except websocket.RequestError as exc:
             response, what = exc.response(), "-"
         else:
-            response = web.route(request, self.page, self.config.allow_origins)
+            response = web.route(request, self.page, self.config.allow_origins,
+                                 loopback=is_loopback(self.config.host))
             what = "%s %s" % (request.method, request.target[:100])
         exchange.send(response.to_bytes())
         self.log("http", address, "%s %d" % (what, response.status))

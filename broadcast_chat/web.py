@@ -14,12 +14,14 @@ WebSocketReader are the thin threaded shell, driven by server.ChatServer.
 """
 
 import collections
+import ipaddress
 import os
 import re
 import socket
 import ssl
 import threading
 import time
+import urllib.parse
 from typing import Callable, Iterable, List, Optional, Tuple
 
 from . import tuning, websocket, wire
@@ -86,15 +88,49 @@ def load_page() -> bytes:
         return handle.read()
 
 
+def host_name(host: Optional[str]) -> Optional[str]:
+    """The name in a Host header (brackets of an IPv6 address and the port
+    taken off), lower case; None when it is not one."""
+    if not host:
+        return None
+    try:
+        name = urllib.parse.urlsplit("//" + host.strip()).hostname
+    except ValueError:
+        return None
+    return name.lower() if name else None
+
+
+def local_host(name: Optional[str], allowed_origins: Iterable[str] = ()) -> bool:
+    """Whether a server on a loopback address may answer a request for the
+    Host name: localhost, an address, or the host of an --allow-origin. Any
+    other name can only have reached it by DNS rebinding: a foreign page
+    whose name was made to point here, which the Origin check alone lets
+    through (its Origin and Host agree)."""
+    if name is None:
+        return False
+    if name == "localhost" or name.endswith(".localhost"):
+        return True
+    try:
+        ipaddress.ip_address(name)
+        return True
+    except ValueError:
+        pass
+    return any(host_name(urllib.parse.urlsplit(origin).netloc) == name
+               for origin in allowed_origins)
+
+
 def route(request: websocket.RequestHead, page: bytes,
-          allowed_origins: Iterable[str] = ()) -> websocket.Response:
-    """The answer to a request: the page, a WebSocket upgrade (101), or an error."""
+          allowed_origins: Iterable[str] = (), loopback: bool = False) -> websocket.Response:
+    """The answer to a request: the page, a WebSocket upgrade (101), or an
+    error. loopback: the server listens on a loopback address only."""
     path = request.path
     if path not in (PAGE_PATH, SOCKET_PATH):
         return websocket.error_response(404, "not found: the chat is at /")
     if request.method != "GET":
         return websocket.error_response(405, "only GET is served here", [("Allow", "GET")])
     if path == SOCKET_PATH:
+        if loopback and not local_host(host_name(request.get("Host")), allowed_origins):
+            return websocket.error_response(403, "unknown host name")
         return websocket.handshake_response(request, allowed_origins)
     return websocket.Response(200, PAGE_HEADERS, page)
 

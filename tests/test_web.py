@@ -100,6 +100,18 @@ class RouteTest(unittest.TestCase):
         self.assertEqual(web.route(request("GET /ws HTTP/1.1\nHost: x\n"), self.page).status,
                          400)
 
+    def test_dns_rebinding_refused_on_loopback(self) -> None:
+        rebound = UPGRADE.replace("Host: 127.0.0.1:5000", "Host: evil.example:5000") + \
+            "Origin: http://evil.example:5000\n"
+        self.assertEqual(web.route(request(rebound), self.page).status, 101)
+        self.assertEqual(web.route(request(rebound), self.page, loopback=True).status, 403)
+        self.assertEqual(web.route(request(rebound), self.page, ["http://evil.example:5000"],
+                                   loopback=True).status, 101)
+        for host in ("localhost:5000", "127.0.0.1:5000", "[::1]:5000", "chat.localhost"):
+            same = UPGRADE.replace("127.0.0.1:5000", host) + "Origin: http://%s\n" % host
+            self.assertEqual(web.route(request(same), self.page, loopback=True).status, 101,
+                             host)
+
 
 class FramingTest(unittest.TestCase):
     def test_a_header_before_each_piece_without_copying_it(self) -> None:
