@@ -470,6 +470,24 @@ class SlowHttpTest(ServerTestCase):
         carol.sync()
 
 
+class WebQueueLimitTest(ServerTestCase):
+    server_args = ("--queue-limit", "4096", "--rate-limit", "0")
+
+    def test_a_member_that_stops_reading_is_dropped(self) -> None:
+        reader = WsPeer(self.server.port)
+        self.addCleanup(reader.close)
+        reader.join("stuck")
+        reader.sock.setsockopt(socket.SOL_SOCKET, socket.SO_RCVBUF, 4096)
+        talker = self.peer("talker")
+        line = "x" * 200 + "\n"
+        for _ in range(50):
+            talker.sendraw((line * 100).encode())
+            if "too slow" in self.server.log.text():
+                break
+        self.server.log.expect(r"leave stuck \S+ too slow: send queue over 4096 bytes")
+        talker.sync()     # the others go on
+
+
 class WebShutdownTest(ServerTestCase):
     def test_going_away_at_shutdown(self) -> None:
         peer = WsPeer(self.server.port)
