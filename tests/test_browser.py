@@ -135,6 +135,21 @@ class BrowserTest(unittest.TestCase):
         self.say(dora, "back again")
         eve.expect(r"<dora> back again$")
 
+    def test_over_tls(self) -> None:
+        here = os.path.dirname(os.path.abspath(__file__))
+        server = self.server("--tls-cert", os.path.join(here, "test_cert.pem"),
+                             "--tls-key", os.path.join(here, "test_key.pem"))
+        context = self.browser.new_context(ignore_https_errors=True)   # self-signed
+        self.addCleanup(context.close)
+        page = context.new_page()
+        page.goto("https://localhost:%d/" % server.port)
+        page.fill("#name", "tess")
+        page.click("#join-button")
+        expect(page.locator("#status")).to_have_text("connected as tess", timeout=WAIT)
+        self.say(page, "sealed")
+        expect(page.locator(".line.own", has_text="sealed")).to_have_count(1, timeout=WAIT)
+        server.log.expect(r"http \S+ GET /ws 101")
+
     def test_password(self) -> None:
         server = self.server(env=child_env(BROADCAST_PASSWORD="open sesame"))
         page = self.page(server)
