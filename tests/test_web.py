@@ -430,8 +430,8 @@ class WebServerTest(ServerTestCase):
         self.server.log.expect(r"leave long \S+ protocol error: message over 200 bytes")
 
 
-class WebLimitsTest(ServerTestCase):
-    server_args = ("--idle-timeout", "1", "--rate-limit", "1", "--burst", "3")
+class WebIdleTest(ServerTestCase):
+    server_args = ("--idle-timeout", "1")
 
     def test_idle_timeout(self) -> None:
         peer = WsPeer(self.server.port)
@@ -439,6 +439,10 @@ class WebLimitsTest(ServerTestCase):
         peer.join("sleepy")
         peer.expect(type="error", code="disconnected", timeout=5)
         self.assertEqual(peer.expect_close(), 1008)
+
+
+class WebFloodTest(ServerTestCase):
+    server_args = ("--rate-limit", "1", "--burst", "3")
 
     def test_flood(self) -> None:
         peer = WsPeer(self.server.port)
