@@ -26,6 +26,10 @@ Scenarios:
   churn   connect, /nick, close, as fast as possible: connections/s; then
           clients.json must be [] again.
 
+With --ws, flat and many run a second time with WebSocket receivers (GET /ws
+on the same port; the senders and the checking clients stay line clients,
+and one WebSocket receiver parses every frame and line it got).
+
 Every data line is "D<sender> <seq> <send time in us>" so receivers can check
 each sender's order and measure latency (time.monotonic: one machine).
 Standard library only.
@@ -60,6 +64,37 @@ RECV = 262144
 # puts it only at the start of each chunk it read, so it is optional).
 DATA = re.compile(rb"(?:\d\d:\d\d <[^ >]+> |<user\d+> )?D(\d+) (\d+) (\d+)(?: \.+)?")
 SENDER_ID = re.compile(rb"D(\d+) ")
+
+
+def ws_upgrade(port):
+    """A browser's opening handshake, without an Origin."""
+    return (b"GET /ws HTTP/1.1\r\nHost: %s:%d\r\nUpgrade: websocket\r\nConnection: Upgrade\r\n"
+            b"Sec-WebSocket-Key: dGhlIHNhbXBsZSBub25jZQ==\r\nSec-WebSocket-Version: 13\r\n\r\n"
+            % (HOST.encode(), port))
+
+
+def ws_text(payload):
+    """A client's text frame (short payload), masked with a zero key: valid, and free."""
+    return bytes((0x81, 0x80 | len(payload))) + b"\0\0\0\0" + payload
+
+
+def ws_frames(data):
+    """The payloads of the text frames in data (server frames, unmasked)."""
+    out = []
+    pos, end = 0, len(data)
+    while pos + 2 <= end:
+        length = data[pos + 1] & 0x7F
+        head = 2
+        if length == 126:
+            length, head = int.from_bytes(data[pos + 2:pos + 4], "big"), 4
+        elif length == 127:
+            length, head = int.from_bytes(data[pos + 2:pos + 10], "big"), 10
+        if pos + head + length > end:
+            break
+        if data[pos] & 0x0F == 1:
+            out.append(data[pos + head:pos + head + length])
+        pos += head + length
+    return out
 
 
 def now_us():
@@ -272,6 +307,7 @@ def fanout_worker(conn, spec):
             name = "%s%d-%d" % (role[0], os.getpid(), len(peers))
         sock = connect_nb(port, rcvbuf=4096 if role == "stuck" else 0)
         peer = Peer(sock, role, ident, name)
+        peer.ws = role.startswith("ws")
         peers.append(peer)
         if role == "stuck":
             peer.admitted = True
@@ -314,7 +350,7 @@ def fanout_worker(conn, spec):
         with its time of receipt and parses them all once the run is over,
         so it reads as fast as a count-only one (parsing as it went, it fell
         behind by more than --queue-limit and was dropped as too slow)."""
-        if p.role == "check":
+        if p.role in ("check", "wscheck"):
             p.chunks.append((t, data))
         p.lines += data.count(b"\n")
         p.nbytes += len(data)
@@ -327,7 +363,7 @@ def fanout_worker(conn, spec):
         client (the parent compares); counting newlines in every byte took
         more CPU than the server under test. Senders (their stream lacks their
         own lines) and runs without checking clients count newlines."""
-        if not (by_bytes and p.role == "recv"):
+        if not (by_bytes and p.role in ("recv", "wsrecv")):
             p.lines += rbuf.count(b"\n", 0, n)
         p.nbytes += n
         p.last = t
@@ -341,7 +377,7 @@ def fanout_worker(conn, spec):
             if not p.admitted:
                 if p.name is None or (b"welcome, " + p.name.encode() + b"!") in line:
                     p.admitted = True
-            if line.endswith(b"SYNC"):
+            if line.endswith(b"SYNC") or line.endswith(b'"SYNC"}'):
                 p.syncs += 1
                 if p.syncs >= need_sync(p):
                     p.counting = True
@@ -453,7 +489,7 @@ def fanout_worker(conn, spec):
                     sel.unregister(p.sock)
                     p.closed = True
                     continue
-                if p.counting and p.role != "check":
+                if p.counting and p.role not in ("check", "wscheck"):
                     count(p, n, t)
                     continue
                 data = bytes(rview[:n])
@@ -471,6 +507,8 @@ def fanout_worker(conn, spec):
                 if not p.out and not getattr(p, "nicked", False):
                     p.nicked = True
                     p.out = b"/nick " + p.name.encode() + b"\n"
+                    if p.ws:
+                        p.out = ws_upgrade(port) + ws_text(p.out[:-1])
                     pump(p)
             if not todo and all(p.admitted for p in peers) and not ready_sent:
                 ready_sent = True
@@ -492,8 +530,8 @@ def fanout_worker(conn, spec):
             for p in listeners:
                 if getattr(p, "closed", False):
                     continue
-                if by_bytes and p.role == "recv":
-                    if ref is None or p.nbytes < ref:
+                if by_bytes and p.role in ("recv", "wsrecv"):
+                    if ref is None or p.nbytes < ref[p.role]:
                         done = False
                         break
                     continue
@@ -507,14 +545,55 @@ def fanout_worker(conn, spec):
             if done:
                 cpu = cpu_self() - cpu0
                 wall = time.monotonic() - wall0
-                checks = [p for p in listeners if p.role == "check"]
+                checks = [p for p in listeners if p.role in ("check", "wscheck")]
                 if checks and by_bytes:
-                    # The reference for the count-only clients, before parsing.
-                    conn.send(("ref", max(p.nbytes for p in checks)))
+                    # The references for the count-only clients, before parsing.
+                    conn.send(("ref", {
+                        "recv": max([p.nbytes for p in checks if p.role == "check"] or [0]),
+                        "wsrecv": max([p.nbytes for p in checks if p.role == "wscheck"] or [0])}))
                 for p in checks:
+                    if p.role == "wscheck":
+                        ws_to_lines(p)
                     check_lines(p)
                 conn.send(("done", summarize(peers, expected, nsenders, by_bytes), cpu, wall))
                 expected = None
+
+
+def ws_to_lines(p):
+    """A WebSocket checking client's chunks as the data lines they carry
+    (JSON events back to "D<sender> <seq> <time>"), with the receipt time
+    of the chunk each frame ended in."""
+    out = []
+    buf = b""
+    for t, data in p.chunks:
+        buf += data
+        frames = ws_frames(buf)
+        used = 0
+        pos, end = 0, len(buf)
+        # advance over the complete frames ws_frames found
+        while pos + 2 <= end:
+            length = buf[pos + 1] & 0x7F
+            head = 2
+            if length == 126:
+                length, head = int.from_bytes(buf[pos + 2:pos + 4], "big"), 4
+            elif length == 127:
+                length, head = int.from_bytes(buf[pos + 2:pos + 10], "big"), 10
+            if pos + head + length > end:
+                break
+            pos += head + length
+        used = pos
+        lines = []
+        for payload in frames:
+            for line in payload.split(b"\n"):
+                if line:
+                    try:
+                        lines.append(json.loads(line)["text"].encode())
+                    except (ValueError, KeyError):
+                        lines.append(b"?")
+        if lines:
+            out.append((t, b"\n".join(lines) + b"\n"))
+        buf = buf[used:]
+    p.chunks = out
 
 
 def check_lines(p):
@@ -569,14 +648,15 @@ def summarize(peers, expected, nsenders, by_bytes=False):
         out["delivered"] += p.lines
         out["expected"] += want
         out["last"] = max(out["last"], p.last)
-        if p.role == "recv" and by_bytes:
+        if p.role in ("recv", "wsrecv") and by_bytes:
             # lines and loss follow from the byte total: the parent decides
-            out["recv_bytes"].append(p.nbytes)
+            out["recv_bytes"].append((p.role, p.nbytes))
             out["bytes"] += p.nbytes
             continue
-        if p.role == "check":
-            out["check_bytes"].append(p.nbytes)
-            out["check_lines"].append(p.lines)
+        if p.role in ("check", "wscheck"):
+            kind = "recv" if p.role == "check" else "wsrecv"
+            out["check_bytes"].append((kind, p.nbytes))
+            out["check_lines"].append((kind, p.lines))
             out["checked"] += 1
             out["lat"].extend(p.lat)
             out["mangled"] += p.mangled
@@ -636,7 +716,7 @@ def many_worker(conn, spec):
                     s = info[lo][0]
                     t = now_us()
                     s.setblocking(True)
-                    s.sendall(b"ZFINAL\n")
+                    s.sendall(ws_text(b"ZFINAL") if spec.get("ws") else b"ZFINAL\n")
                     s.setblocking(False)
                     conn.send(("final-sent", t))
                     final_deadline = time.monotonic() + msg[1]
@@ -655,7 +735,10 @@ def many_worker(conn, spec):
                     todo.insert(0, i)
                     continue
                 rec[3] = True
-                s.send(b"/nick c%d\n" % i)
+                if spec.get("ws"):
+                    s.send(ws_upgrade(port) + ws_text(b"/nick c%d" % i))
+                else:
+                    s.send(b"/nick c%d\n" % i)
                 sel.modify(s, selectors.EVENT_READ, i)
                 continue
             try:
@@ -683,7 +766,7 @@ def many_worker(conn, spec):
                 else:
                     rec[1] = buf
                     continue
-            if b"ZFINAL" in buf and i not in got_final:
+            if b"ZFINAL" in buf and i not in got_final and i != final_sender:
                 got_final[i] = t
             rec[1] = buf[-64:]
         tn = time.monotonic()
@@ -817,8 +900,9 @@ def gen_note(cpus):
 
 
 def run_fanout(target, mode, nclients, nsenders, duration, rate=0, stuck=0,
-               check=None, procs=2, pad=0, echo=print):
-    """flat / paced / stuck scenarios against one target."""
+               check=None, procs=2, pad=0, echo=print, ws=False):
+    """flat / paced / stuck scenarios against one target; ws: the receivers
+    (but the checking ones) are WebSocket clients, and one of them checks."""
     ours = target.kind == "ours"
     receivers = nclients - nsenders if mode != "stuck" else nclients
     check = receivers if check is None else min(check, receivers)
@@ -826,8 +910,13 @@ def run_fanout(target, mode, nclients, nsenders, duration, rate=0, stuck=0,
     if by_bytes:
         # The few clients that parse every line get a process of their own;
         # the rest only add up bytes, so they are cheap.
-        rest = [("recv", -1)] * (receivers - check)
-        groups = [[("check", -1)] * check] + [rest[i::procs] for i in range(procs)]
+        if ws:
+            rest = [("wsrecv", -1)] * (receivers - check - 1)
+            groups = [[("check", -1)] * check + [("wscheck", -1)]]
+        else:
+            rest = [("recv", -1)] * (receivers - check)
+            groups = [[("check", -1)] * check]
+        groups += [rest[i::procs] for i in range(procs)]
     else:
         roles = [("check" if check else "recv", -1)] * receivers
         groups = [roles[i::procs] for i in range(procs)]
@@ -888,17 +977,22 @@ def run_fanout(target, mode, nclients, nsenders, duration, rate=0, stuck=0,
     recv_bytes = [b for _, r, _, _ in results for b in r["recv_bytes"]]
     check_bytes = [b for _, r, _, _ in results for b in r["check_bytes"]]
     check_lines = [n for _, r, _, _ in results for n in r["check_lines"]]
-    short = over = 0
-    if recv_bytes:
+    short = over = exact = 0
+    for kind, b in recv_bytes:
         # the lines of the checking client whose bytes are the reference
-        ref_lines = check_lines[check_bytes.index(ref)] if ref in check_bytes else min(check_lines)
-        for b in recv_bytes:
-            if b == ref:
-                agg["delivered"] += ref_lines
-            else:
-                short += max(0, ref - b)
-                over += max(0, b - ref)
-                agg["delivered"] += ref_lines * b // ref if b < ref else ref_lines
+        kind_ref = ref[kind]
+        kind_bytes = [n for k, n in check_bytes if k == kind]
+        kind_lines = [n for k, n in check_lines if k == kind]
+        ref_lines = (kind_lines[kind_bytes.index(kind_ref)] if kind_ref in kind_bytes
+                     else min(kind_lines))
+        if b == kind_ref:
+            agg["delivered"] += ref_lines
+            exact += 1
+        else:
+            short += max(0, kind_ref - b)
+            over += max(0, b - kind_ref)
+            agg["delivered"] += ref_lines * b // kind_ref if b < kind_ref else ref_lines
+    check_bytes = [n for k, n in check_bytes if k == "recv"]
     span = max(agg["last"] / 1e6 - t0, 1e-9) if agg["last"] else float("nan")
     lat = agg["lat"]
     sent = sum(counts.values())
@@ -910,8 +1004,8 @@ def run_fanout(target, mode, nclients, nsenders, duration, rate=0, stuck=0,
         "lost": agg["lost"], "dup": agg["dup"], "ooo": agg["ooo"], "mangled": agg["mangled"],
         "count_missing": agg["count_missing"], "count_extra": agg["count_extra"],
         "checked": agg["checked"], "per_sender": per_sender,
-        "by_bytes": len(recv_bytes), "ref_bytes": ref, "bytes_short": short, "bytes_over": over,
-        "bytes_exact": sum(1 for b in recv_bytes if b == ref),
+        "by_bytes": len(recv_bytes), "ref_bytes": ref and ref["wsrecv" if ws else "recv"], "bytes_short": short, "bytes_over": over,
+        "bytes_exact": exact,
         "check_disagree": len(set(check_bytes)) > 1,
         "delivery_pct": 100.0 * agg["delivered"] / agg["expected"] if agg["expected"] else 0.0,
         "p50_ms": percentile(lat, 50) / 1000, "p99_ms": percentile(lat, 99) / 1000,
@@ -930,7 +1024,7 @@ def run_fanout(target, mode, nclients, nsenders, duration, rate=0, stuck=0,
     return res
 
 
-def run_many(target, nclients, procs, echo=print):
+def run_many(target, nclients, procs, echo=print, ws=False):
     workers = []
     per = (nclients + procs - 1) // procs
     base_rss = proc_mem(target.pid, "VmRSS")
@@ -939,7 +1033,7 @@ def run_many(target, nclients, procs, echo=print):
         for k in range(procs):
             lo, hi = k * per, min(nclients, (k + 1) * per)
             workers.append(Worker(many_worker, {"port": target.port, "lo": lo, "hi": hi,
-                                                "inflight": 400, "timeout": 60}))
+                                                "inflight": 400, "timeout": 60, "ws": ws}))
         regs = [w.expect("registered", 90) for w in workers]
         registered = sum(r[1] for r in regs)
         t_reg = max(r[2] for r in regs) / 1e6 - t0
@@ -1102,6 +1196,8 @@ def main(argv=None):
     ap.add_argument("--server-args", default="", metavar="'OPTIONS'",
                     help="more options for our server, e.g. '--history 0' or "
                          "'--history-file /tmp/h.db'")
+    ap.add_argument("--ws", action="store_true",
+                    help="also run flat and many with WebSocket receivers (ours only)")
     args = ap.parse_args(argv)
     echo = lambda s="": print(s, flush=True)
     scenarios = [s.strip() for s in args.scenario.split(",") if s.strip()]
@@ -1130,6 +1226,14 @@ def main(argv=None):
     tmpdir = tempfile.mkdtemp(prefix="chat-bench-")
     gen_worst = 0.0
     gen_where = ""
+
+    def ours_only(func, label):
+        saved = list(targets)
+        targets[:] = ["ours"]
+        try:
+            return each(func, label)
+        finally:
+            targets[:] = saved
 
     def each(func, label):
         nonlocal gen_worst, gen_where
@@ -1168,6 +1272,21 @@ def main(argv=None):
             report.row("flat-out", "lines not delivered intact (all clients)", spoiled(o), spoiled(n), "%d", "low")
             report.row("flat-out", "server CPU us/line", o.get("cpu_us_per_line"), n.get("cpu_us_per_line"), "%.4f", "low")
             report.row("flat-out", "server peak RSS MiB", o.get("hwm_mib"), n.get("hwm_mib"), "%.1f", "low")
+            if args.ws:
+                echo("\n== flat-out, WebSocket receivers: %d clients, %d sending (line clients) "
+                     "for %.1f s ==" % (clients, senders, flat_duration))
+                out = ours_only(lambda t: run_fanout(t, "flat", clients, senders, flat_duration,
+                                                     check=args.check, procs=args.procs, ws=True),
+                                "flat-ws")
+                w = out.get("ours", {})
+                if "error" not in w:
+                    describe_fanout(w, echo)
+                    if o.get("rate"):
+                        echo("  [ours] WebSocket / TCP delivered lines/s: %.2fx" % (w["rate"] / o["rate"]))
+                results["flat-ws"] = out
+                report.row("flat-out, WebSocket", "delivered lines/s", w.get("rate"), None, "%.0f")
+                report.row("flat-out, WebSocket", "lines not delivered intact", spoiled(w), None, "%d", "low")
+                report.row("flat-out, WebSocket", "server CPU us/line", w.get("cpu_us_per_line"), None, "%.4f", "low")
         if "paced" in scenarios:
             rate = args.rate
             echo("\n== paced: %d clients, %d senders at %g lines/s each for %.1f s ==" %
@@ -1224,6 +1343,19 @@ def main(argv=None):
             report.row("many (%d)" % many, "all registered s", r.get("register_s"), None, "%.2f", "low")
             report.row("many (%d)" % many, "one line to all p99 ms", r.get("p99_ms"), None, "%.1f", "low")
             report.row("many (%d)" % many, "peak KiB per client", r.get("kib_per_client"), None, "%.1f", "low")
+            if args.ws:
+                echo("\n== many, WebSocket: %d WebSocket clients, each /nick, then one line to all ==" % many)
+                out = ours_only(lambda t: run_many(t, many, args.procs, ws=True), "many-ws")
+                r = out.get("ours", {})
+                if "error" not in r:
+                    echo("  [ours] registered %d of %d in %.2f s (%d connect retries); final line reached "
+                         "%d of %d: p50 %.1f ms p99 %.1f ms max %.1f ms; peak %.1f KiB per client" % (
+                             r["registered"], many, r["register_s"], r["connect_errors"], r["final_got"],
+                             r["final_want"], r["p50_ms"], r["p99_ms"], r["max_ms"], r["kib_per_client"]))
+                results["many-ws"] = out
+                report.row("many WebSocket (%d)" % many, "all registered s", r.get("register_s"), None, "%.2f", "low")
+                report.row("many WebSocket (%d)" % many, "one line to all p99 ms", r.get("p99_ms"), None, "%.1f", "low")
+                report.row("many WebSocket (%d)" % many, "peak KiB per client", r.get("kib_per_client"), None, "%.1f", "low")
         if "churn" in scenarios:
             cd = 0.5 if q else args.duration
             echo("\n== churn: connect, /nick, wait for the welcome, close, for %.1f s ==" % cd)

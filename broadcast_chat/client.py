@@ -468,11 +468,23 @@ class Client:
         else:
             self.quit()
 
+    def reading(self) -> None:
+        """readline shows the prompt and reads: lines printed now redraw it."""
+        with self.print_lock:
+            self.at_prompt = True
+
     def _type_lines(self) -> bool:
         """Send what is typed; True when it was /quit, False at ^D."""
+        hooked = hasattr(self.readline, "set_pre_input_hook")
+        if hooked:
+            # From readline's word that it reads (the prompt is on screen),
+            # not before: a line printed in between would be followed by a
+            # redraw, and then by readline's own prompt, a second one.
+            self.readline.set_pre_input_hook(self.reading)
         while not self.reader_done.is_set():
             try:
-                self.at_prompt = True
+                if not hooked:
+                    self.at_prompt = True
                 text = input(self.prompt())
             except EOFError:
                 break
@@ -480,7 +492,8 @@ class Client:
                 self.problem("that line was not valid text in this terminal's encoding: not sent")
                 continue
             finally:
-                self.at_prompt = False
+                with self.print_lock:
+                    self.at_prompt = False
             if text.strip():
                 self.send(text)
             if text.split(" ", 1)[0].lower() == "/quit":

@@ -4,6 +4,7 @@ owners as class attributes."""
 
 import argparse
 import os
+import re
 from typing import List, Optional
 
 from . import __version__
@@ -11,6 +12,7 @@ from .tls import PASSWORD_ENV
 
 DEFAULT_HOST = "127.0.0.1"
 DEFAULT_PORT = 5000
+ORIGIN = re.compile(r"(?:https?://[^/?#\s]+/?|null)\Z")
 
 
 class ServerConfig:
@@ -36,6 +38,8 @@ class ServerConfig:
     history_file: keep the history in this SQLite file across restarts.
     name_grace: seconds after a disconnect within which a reconnect with the
         name's token gets the name back (0: tokens off).
+    allow_origins: web pages (scheme://host[:port]) besides the server's own
+        whose scripts may open a WebSocket to the chat.
     """
 
     def __init__(self, host: str = DEFAULT_HOST, port: int = DEFAULT_PORT,
@@ -46,7 +50,8 @@ class ServerConfig:
                  tls_cert: Optional[str] = None, tls_key: Optional[str] = None,
                  password_file: Optional[str] = None, history: int = 50,
                  history_keep: int = 1000, history_max_age: float = 0.0,
-                 history_file: Optional[str] = None, name_grace: float = 120.0) -> None:
+                 history_file: Optional[str] = None, name_grace: float = 120.0,
+                 allow_origins: Optional[List[str]] = None) -> None:
         self.host = host
         self.port = port
         self.clients_file = clients_file
@@ -67,10 +72,12 @@ class ServerConfig:
         self.history_file = history_file
         self.name_grace = name_grace
 
+        self.allow_origins = list(allow_origins or [])
+
     OPTIONS = ("host", "port", "clients_file", "clients_file_interval", "max_clients",
                "max_per_address", "queue_limit", "rate_limit", "burst", "max_line",
                "idle_timeout", "tls_cert", "tls_key", "password_file", "history",
-               "history_keep", "history_max_age", "history_file", "name_grace")
+               "history_keep", "history_max_age", "history_file", "name_grace", "allow_origins")
 
     @classmethod
     def from_args(cls, options: argparse.Namespace) -> "ServerConfig":
@@ -106,6 +113,10 @@ class ServerConfig:
         if self.history_file and not os.path.isdir(history_folder):
             return "cannot use the history file %s: the folder %s does not exist" % (
                 self.history_file, history_folder)
+        for origin in self.allow_origins:
+            if not ORIGIN.match(origin):
+                return ("--allow-origin %s: give a page's origin, scheme://host[:port], "
+                        "e.g. https://chat.example.org" % origin)
         return None
 
 
@@ -158,6 +169,9 @@ def add_server_options(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--name-grace", type=float, default=default.name_grace,
                         metavar="SECONDS", help="a client reconnecting within this time gets "
                                                 "its name back (default %(default)s)")
+    parser.add_argument("--allow-origin", action="append", dest="allow_origins", default=[],
+                        metavar="URL", help="also let pages from this origin (https://host:port) "
+                                            "open a WebSocket to the chat; repeatable")
     parser.add_argument("--version", action="version", version="%(prog)s " + __version__)
 
 

@@ -65,6 +65,11 @@ class Member:
         """Whether the member gets its own room events back (JSON: with ids)."""
         return self.fmt == wire.JSON
 
+    def last_words(self, data: bytes, reason: str, going_away: bool = False) -> bytes:
+        """What the member is sent last, before its socket is closed (a
+        WebSocket member adds a Close frame); going_away: the server stops."""
+        return data
+
     def __repr__(self) -> str:
         return "<Member %s %s %s>" % (self.name, self.address, self.state)
 
@@ -369,8 +374,9 @@ class Room:
         goodbye = b""
         if tell:
             code = reason.split(" ", 1)[0]
-            goodbye = wire.error(member.fmt, "disconnected", "disconnected: " + reason,
-                                 self.clock(), reason=code)
+            goodbye = member.last_words(wire.error(
+                member.fmt, "disconnected", "disconnected: " + reason, self.clock(),
+                reason=code), reason)
         self.writer.end(member.queue, reason, goodbye)
 
     # -- ordering -----------------------------------------------------------
@@ -550,7 +556,7 @@ class Room:
             self._flush_notices()
             now = self.clock()
             for member in self.members:
-                self.writer.end(member.queue, "server shutting down",
-                                wire.reply(member.fmt, "shutdown", goodbye, now))
+                self.writer.end(member.queue, "server shutting down", member.last_words(
+                    wire.reply(member.fmt, "shutdown", goodbye, now), goodbye, going_away=True))
                 self.writer.retire(member.queue)
         self.writer.join(grace + 1.0)

@@ -23,7 +23,7 @@ import time
 import traceback
 from typing import List, Optional, Tuple
 
-from . import history, tuning, wire
+from . import history, tuning, web, websocket, wire
 from .admission import Arrival, Gate
 from .config import ServerConfig, parse_server_args
 from .jsonfile import write_json_atomic
@@ -60,6 +60,11 @@ class ChatServer:
     large_read = 65536          # used while a client keeps the pipe full
     shutdown_grace = 1.0        # seconds to flush goodbyes at shutdown
     listen_backlog = 4096       # the kernel caps it at net.core.somaxconn
+    # How long a new connection may stay silent before it is taken for a
+    # line client and sent the banner. A browser sends its request at once
+    # (with the TCP handshake's last ACK, or TLS's Finished), so this only
+    # covers jitter; a line client that speaks first is never delayed.
+    sniff_wait = 0.1
 
     def __init__(self, config: ServerConfig, log: Log) -> None:
         """Raises OSError when the address cannot be bound, and ssl.SSLError
@@ -68,6 +73,8 @@ class ChatServer:
         self.log = log
         self.tls_context = server_tls_context(config)
         self.password = read_password(config.password_file, os.environ)
+        self.page = web.load_page()
+        self.http_slots = web.HttpSlots(config.max_per_address)
         self.listener = self.bind(config.host, config.port)
         self.gate = Gate(counts_handshakes=self.tls_context is not None or
                          self.password is not None)
@@ -210,7 +217,30 @@ class ChatServer:
             sock.settimeout(self.gate.handshake_timeout)
             deadline = time.monotonic() + self.gate.handshake_timeout
             tls, arrived = self.open_tls(sock, deadline)
-            early = self.authenticate(sock, tls, framer, arrival.host, arrived, deadline)
+            kind, arrived = web.first_bytes(sock, tls, arrived, self.sniff_wait, deadline)
+            if kind == web.TLS:
+                # Plain text back makes the client's TLS say "does not speak TLS".
+                say_now(sock, tls, "this server does not use TLS")
+                raise Refused("spoke TLS to a server without TLS")
+            upgraded = None     # type: Optional[Tuple[websocket.Connection, List[websocket.Event]]]
+            early = []          # type: List[bytes]
+            if kind == web.HTTP:
+                # A slow request head must not hold a slot that others wait for.
+                arrival.settle()
+                if not self.http_slots.take(arrival.host):
+                    send_now(sock, tls, websocket.error_response(
+                        503, "too many connections from your address").to_bytes())
+                    raise Refused("too many HTTP requests from the address at once")
+                try:
+                    upgraded = self.serve_http(sock, tls, arrived, address, arrival.host,
+                                               deadline)
+                finally:
+                    self.http_slots.give(arrival.host)
+                if upgraded is None:
+                    return close_socket(sock)
+            elif self.password is not None:
+                early = self.authenticate(sock, tls, framer, arrival.host, arrived, deadline)
+                arrived = b""
         except Refused as exc:
             self.log("refuse", address, str(exc))
             return close_socket(sock)
@@ -224,20 +254,35 @@ class ChatServer:
         finally:
             arrival.end_handshake()
         sock.setblocking(False)     # from here on the Writer writes it, never waiting
-        member = Member(sock, peer)
-        refusal = self.room.admit(member, tls_transform(tls) if tls else None)
+        if upgraded is not None:
+            member = web.WebMember(sock, peer, upgraded[0])     # type: Member
+            transform = web.socket_transform(tls)
+        else:
+            member = Member(sock, peer)
+            transform = tls_transform(tls) if tls else None
+        refusal = self.room.admit(member, transform)
         arrival.admitted = refusal is None
         arrival.settle()
         if refusal is not None:
             self.log("refuse", address, refusal)
-            say_now(sock, tls, refusal)
+            if upgraded is not None:
+                send_now(sock, tls, web.refusal("refused", refusal))
+            else:
+                say_now(sock, tls, refusal)
             return close_socket(sock)
         self.log("connect", address)
-        self.converse(member, framer, early, tls)
+        if upgraded is not None:
+            self.converse_web(member, upgraded[1], tls)
+        else:
+            guard = web.LateHttpGuard() if kind == web.NEED_MORE else None
+            self.converse(member, framer, early, tls, arrived, guard)
 
     def converse(self, member: Member, framer: LineFramer, early: List[bytes],
-                 tls: Optional[TlsCodec]) -> None:
-        """Read the member's lines until it leaves."""
+                 tls: Optional[TlsCodec], first: bytes = b"",
+                 guard: Optional[web.LateHttpGuard] = None) -> None:
+        """Read the member's lines until it leaves: the lines that came
+        with the password, then the bytes read to tell what the client
+        is, then what it sends (held by guard until it is surely no HTTP)."""
         config, room, writer = self.config, self.room, self.writer
         sock = member.sock
         session = Session(room, member, config.rate_limit, config.burst, config.max_line,
@@ -247,35 +292,40 @@ class ChatServer:
         waiter = tuning.ReadWaiter(sock)
         size = self.small_read
         full = False    # the last read filled the buffer: more is likely waiting
-        first = True
         try:
             if early:
                 session.handle(interpret_lines(early), 0)
+            data = first    # read already, and plain text
             while session.quit_reason is None:
-                if writer.lagging:
-                    writer.wait_for_space()
-                if not full:
-                    waiter.wait()
-                try:
-                    data = sock.recv(size)
-                except BlockingIOError:
-                    full = False
-                    continue
                 if not data:
-                    break
-                full = len(data) == size
-                size = self.large_read if full else self.small_read
-                if tls is not None:
-                    data, reply, closed = tls.decrypt(data)
-                    if reply:
-                        room.poke(member)
-                    if closed:
+                    if writer.lagging:
+                        writer.wait_for_space()
+                    if not full:
+                        waiter.wait()
+                    try:
+                        data = sock.recv(size)
+                    except BlockingIOError:
+                        full = False
+                        continue
+                    if not data:
                         break
-                elif first and data.startswith(b"\x16\x03"):
-                    reason = "spoke TLS to a server without TLS"
-                    break
-                first = False
+                    full = len(data) == size
+                    size = self.large_read if full else self.small_read
+                    if tls is not None:
+                        data, reply, closed = tls.decrypt(data)
+                        if reply:
+                            room.poke(member)
+                        if closed:
+                            break
+                if guard is not None:
+                    data = guard.take(data)
+                    if data is None:
+                        reason = "an HTTP request after the banner"
+                        break
+                    if guard.done:
+                        guard = None
                 steps, too_long = classify(framer, data, fast=member.name is not None)
+                data = b""
                 session.handle(steps, too_long)
             if session.quit_reason is not None:
                 reason = session.quit_reason
@@ -288,7 +338,62 @@ class ChatServer:
         finally:
             room.leave(member, reason)
 
-    # -- before joining: TLS and the password --------------------------------------
+    def converse_web(self, member: Member, early: List[websocket.Event],
+                     tls: Optional[TlsCodec]) -> None:
+        """Read a WebSocket member's messages until it leaves."""
+        config, room = self.config, self.room
+        assert isinstance(member, web.WebMember)
+        session = Session(room, member, config.rate_limit, config.burst, config.max_line,
+                          room.clock)
+        reader = web.WebSocketReader(room, member, session, tls, config.max_line)
+        reason = "connection lost"
+        try:
+            reason = reader.run(early)
+        except (OSError, ssl.SSLError):
+            pass
+        except Exception as exc:   # a bug must cost one client, not the server
+            self.log("error", member.address, "%s: %s\n%s" % (
+                type(exc).__name__, exc, traceback.format_exc().rstrip()))
+            reason = "server error"
+        finally:
+            room.leave(member, reason)
+
+    # -- before joining: HTTP, TLS and the password --------------------------------
+
+    def serve_http(self, sock: socket.socket, tls: Optional[TlsCodec], arrived: bytes,
+                   address: str, host: str, deadline: float
+                   ) -> Optional[Tuple[websocket.Connection, List[websocket.Event]]]:
+        """Answer an HTTP request. For a WebSocket upgrade (with the room's
+        password as its first message, if it has one) return the connection
+        and the events read after the password; otherwise None."""
+        exchange = web.HttpExchange(sock, tls, arrived, deadline)
+        try:
+            request = websocket.parse_request_head(exchange.read_head())
+        except websocket.RequestError as exc:
+            response, what = exc.response(), "-"
+        else:
+            response = web.route(request, self.page, self.config.allow_origins,
+                                 loopback=is_loopback(self.config.host))
+            what = "%s %s" % (request.method, request.target[:100])
+        exchange.send(response.to_bytes())
+        self.log("http", address, "%s %d" % (what, response.status))
+        if response.status != 101:
+            exchange.finish()
+            return None
+        connection = websocket.Connection(max_message_size=self.config.max_line)
+        if self.password is None:
+            return connection, connection.receive_data(exchange.leftover)
+        text, events = web.read_first_message(connection, exchange)
+        lines = LineFramer(self.config.max_line).feed(web.message_lines(text or ""))[0]
+        problem = self.check_password(lines[0] if lines else b"", host)
+        if problem is not None:
+            code, text, why = problem
+            exchange.send(web.refusal(code, text))
+            exchange.finish()
+            raise Refused(why)
+        if len(lines) > 1:
+            events.insert(0, websocket.Text(b"\n".join(lines[1:]).decode("utf-8", "replace")))
+        return connection, events
 
     def open_tls(self, sock: socket.socket,
                  deadline: float) -> Tuple[Optional[TlsCodec], bytes]:
@@ -327,15 +432,24 @@ class ChatServer:
             lines, too_long = framer.feed(data)
         if too_long:
             lines.append(b"")
-        word, _, rest = lines[0].partition(b" ")
+        problem = self.check_password(lines[0], host)
+        if problem is not None:
+            say_now(sock, tls, problem[1])
+            raise Refused(problem[2])
+        return lines[1:]
+
+    def check_password(self, line: bytes, host: str) -> Optional[Tuple[str, str, str]]:
+        """None when line is /pass with the room's password; else the
+        refusal's code, its text for the client and for the log. Repeated
+        failures from one address wait longer and longer for their answer."""
+        assert self.password is not None
+        word, _, rest = line.partition(b" ")
         given = rest.lstrip(b" ") if word.lower() == b"/pass" else None
         if given is None:
-            say_now(sock, tls, PASSWORD_NEEDED)
-            raise Refused("no password given")
+            return "password_needed", PASSWORD_NEEDED, "no password given"
         wait = self.gate.begin_check(host)
         if wait is None:
-            say_now(sock, tls, TOO_MANY_CHECKS)
-            raise Refused("too many password attempts at once")
+            return "too_many_checks", TOO_MANY_CHECKS, "too many password attempts at once"
         try:
             time.sleep(wait)     # throttling, not waiting for anything
             right = hmac.compare_digest(given, self.password)
@@ -343,10 +457,9 @@ class ChatServer:
             self.gate.end_check(host)
         if not right:
             self.gate.record_failure(host)
-            say_now(sock, tls, WRONG_PASSWORD)
-            raise Refused("wrong password")
+            return "wrong_password", WRONG_PASSWORD, "wrong password"
         self.gate.record_success(host)
-        return lines[1:]
+        return None
 
     # -- the end -----------------------------------------------------------------
 
@@ -373,7 +486,11 @@ def tls_transform(codec: TlsCodec):
 
 def say_now(sock: socket.socket, tls: Optional[TlsCodec], text: str) -> None:
     """Send one error line to a socket that is not in the room, never waiting."""
-    data = wire.error(wire.TEXT, "refused", text, time.time())
+    send_now(sock, tls, wire.error(wire.TEXT, "refused", text, time.time()))
+
+
+def send_now(sock: socket.socket, tls: Optional[TlsCodec], data: bytes) -> None:
+    """Send bytes to a socket that is not in the room, never waiting."""
     try:
         sock.setblocking(False)
         sock.send(tls.encrypt(data) if tls else data)

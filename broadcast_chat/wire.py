@@ -229,6 +229,8 @@ class Event:
         head = {"type": "event", "id": self.first, "time": iso_time(self.time),
                 "kind": self.kind}    # type: Dict[str, Any]
         if self.kind == "message":
+            if not self.block.translate(None, _JSON_AS_IS):
+                return _json_message_block(head, self.name, self.block)
             lines = self.block[:-1].split(b"\n")
             out = []
             for number, line in enumerate(lines, self.first):
@@ -251,6 +253,33 @@ class Event:
                     head["reason"] = notice.detail
             head["text"] = notice_text(notice)
         return dumps(head)
+
+
+# The bytes JSON leaves as they are in a string (and LF, which splits
+# lines): a block with nothing else goes into JSON as it is. Deleting them
+# all is one pass in C, several times faster than a regex search.
+_JSON_AS_IS = bytes(byte for byte in range(256)
+                    if (byte >= 0x20 or byte == 0x0A) and byte not in b'"\\')
+
+
+def _json_message_block(head: Dict[str, Any], name: str, block: bytes) -> bytes:
+    """What _render_json makes of a message block that needs no escaping,
+    the same bytes, made with slices and one join instead of an encoder
+    call per line: only the id differs from line to line."""
+    lines = block[:-1].split(b"\n")
+    count = len(lines)
+    first = head["id"]
+    start = dumps(head)[:-2]    # {"type":"event","id":7,"time":"...","kind":"message"
+    before_id = start[:start.index(b'"id":') + 5]
+    after_id = start[len(before_id) + len(str(first)):] + b',"from":' + \
+        _encode_json(name).encode("utf-8") + b',"text":"'
+    parts = [b'"}\n' + before_id] * (4 * count)
+    parts[0] = before_id
+    parts[1::4] = [str(number).encode() for number in range(first, first + count)]
+    parts[2::4] = [after_id] * count
+    parts[3::4] = lines
+    parts.append(b'"}\n')
+    return b"".join(parts)
 
 
 def render_events(events: Sequence[Event], fmt: str) -> bytes:

@@ -257,6 +257,10 @@ class Peer:
         self.position = 0
         self.name = name
         if greet:
+            # A blank line first, as a client that speaks first would: the
+            # server then knows at once that this is no browser (a silent
+            # client gets its banner only after the server's wait for one).
+            self.sock.sendall(b"\n")
             self.expect(r"-- Broadcast Chat \S+: \d+ online")
         if name is not None:
             self.nick(name)
