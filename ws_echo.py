@@ -12,7 +12,7 @@ import socketserver
 import sys
 from typing import List, Optional
 
-from broadcast_chat import websocket
+from broadcast_chat import handshake, websocket
 
 
 class EchoHandler(socketserver.BaseRequestHandler):
@@ -44,17 +44,17 @@ class EchoHandler(socketserver.BaseRequestHandler):
         buffer = b""
         try:
             while True:
-                end = websocket.find_head_end(buffer)
+                end = handshake.find_head_end(buffer)
                 if end:
                     break
                 data = sock.recv(4096)
                 if not data:
                     return None
                 buffer += data
-        except websocket.RequestError as error:
+        except handshake.RequestError as error:
             sock.sendall(error.response().to_bytes())
             return None
-        response = websocket.handshake(buffer[:end])
+        response = handshake.handshake(buffer[:end])
         sock.sendall(response.to_bytes())
         return buffer[end:] if response.status == 101 else None
 

@@ -23,7 +23,7 @@ from . import wire
 from .history import Replay, Ring
 from .jsonfile import iso_utc
 from .net import address_group, format_address
-from .writer import Pieces, SendQueue, Writer
+from .writer import Pieces, Writer
 
 # A member's life: admitted (in the room, no name yet), joined (named),
 # left (out of the room; the Writer closes its socket once flushed).

@@ -23,7 +23,7 @@ import time
 import traceback
 from typing import List, Optional, Tuple
 
-from . import history, tuning, web, websocket, wire
+from . import handshake, history, tuning, web, websocket, wire
 from .admission import Arrival, Gate
 from .config import ServerConfig, parse_server_args
 from .jsonfile import write_json_atomic
@@ -228,7 +228,7 @@ class ChatServer:
                 # A slow request head must not hold a slot that others wait for.
                 arrival.settle()
                 if not self.http_slots.take(arrival.host):
-                    send_now(sock, tls, websocket.error_response(
+                    send_now(sock, tls, handshake.error_response(
                         503, "too many connections from your address").to_bytes())
                     raise Refused("too many HTTP requests from the address at once")
                 try:
@@ -368,8 +368,8 @@ class ChatServer:
         and the events read after the password; otherwise None."""
         exchange = web.HttpExchange(sock, tls, arrived, deadline)
         try:
-            request = websocket.parse_request_head(exchange.read_head())
-        except websocket.RequestError as exc:
+            request = handshake.parse_request_head(exchange.read_head())
+        except handshake.RequestError as exc:
             response, what = exc.response(), "-"
         else:
             response = web.route(request, self.page, self.config.allow_origins,

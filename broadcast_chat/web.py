@@ -24,7 +24,7 @@ import time
 import urllib.parse
 from typing import Callable, Iterable, List, Optional, Tuple
 
-from . import tuning, websocket, wire
+from . import handshake, tuning, websocket, wire
 from .protocol import Action, LineFramer, classify
 from .room import Member, Room
 from .session import Session
@@ -55,7 +55,7 @@ def sniff(first: bytes) -> str:
     if end >= 0:
         return HTTP if _REQUEST_LINE.match(first, 0, end + 1) else LINE
     if not first or _REQUEST_PREFIX.match(first):
-        return HTTP if len(first) >= websocket.MAX_HEAD_SIZE else NEED_MORE
+        return HTTP if len(first) >= handshake.MAX_HEAD_SIZE else NEED_MORE
     return LINE
 
 
@@ -119,20 +119,20 @@ def local_host(name: Optional[str], allowed_origins: Iterable[str] = ()) -> bool
                for origin in allowed_origins)
 
 
-def route(request: websocket.RequestHead, page: bytes,
-          allowed_origins: Iterable[str] = (), loopback: bool = False) -> websocket.Response:
+def route(request: handshake.RequestHead, page: bytes,
+          allowed_origins: Iterable[str] = (), loopback: bool = False) -> handshake.Response:
     """The answer to a request: the page, a WebSocket upgrade (101), or an
     error. loopback: the server listens on a loopback address only."""
     path = request.path
     if path not in (PAGE_PATH, SOCKET_PATH):
-        return websocket.error_response(404, "not found: the chat is at /")
+        return handshake.error_response(404, "not found: the chat is at /")
     if request.method != "GET":
-        return websocket.error_response(405, "only GET is served here", [("Allow", "GET")])
+        return handshake.error_response(405, "only GET is served here", [("Allow", "GET")])
     if path == SOCKET_PATH:
         if loopback and not local_host(host_name(request.get("Host")), allowed_origins):
-            return websocket.error_response(403, "unknown host name")
-        return websocket.handshake_response(request, allowed_origins)
-    return websocket.Response(200, PAGE_HEADERS, page)
+            return handshake.error_response(403, "unknown host name")
+        return handshake.handshake_response(request, allowed_origins)
+    return handshake.Response(200, PAGE_HEADERS, page)
 
 
 # --------------------------------------------------------------------------
@@ -254,9 +254,9 @@ class HttpExchange:
         self.sock.sendall(self.tls.encrypt(data) if self.tls is not None else data)
 
     def read_head(self) -> bytes:
-        """The request head; raises websocket.RequestError (431) when too large."""
+        """The request head; raises handshake.RequestError (431) when too large."""
         while True:
-            end = websocket.find_head_end(self.buffer)
+            end = handshake.find_head_end(self.buffer)
             if end:
                 head, self.leftover = self.buffer[:end], self.buffer[end:]
                 return head

@@ -5,21 +5,20 @@ without its fix. Pure rules (folding, bounds, wrapping) are tested directly.
 """
 
 import io
-import os
 import re
 import signal
-import socket
 import sys
 import threading
 import time
 import unittest
 
-from tests.support import TIMEOUT, Peer, ServerProcess, child_env, wait_until
+from tests.support import Peer, child_env, wait_until
 from tests.test_hostile import HostileCase, measured, read_clients
 from tests.test_room import NOW, RoomCase, flush_notices
 
 from broadcast_chat import display, protocol, wire
 from broadcast_chat.log import Log
+from broadcast_chat.session import Session
 
 SECRET = "open sesame"
 POSIX = sys.platform != "win32"
@@ -215,8 +214,6 @@ class WhoTest(RoomCase):
         asker, far = self.member(room, "asker", fmt=wire.JSON)
         for i in range(300):
             self.member(room, "m%03d" % i)
-        session = protocol.TokenBucket  # (for the reader: the flood bucket is the session's)
-        from broadcast_chat.session import Session
         session = Session(room, asker, 20.0, 100, 4096, lambda: NOW)
         session.handle(protocol.interpret_lines([b"/who"]), 0)
         answer = far.answer()

@@ -11,7 +11,7 @@ import unittest
 from tests import support  # (also puts the repository on sys.path)
 
 from broadcast_chat import admission, protocol, wire
-from broadcast_chat.room import JOINED, Member, Room
+from broadcast_chat.room import Member, Room
 from broadcast_chat.session import Session
 from broadcast_chat.writer import Writer, unsent_part
 

@@ -13,7 +13,7 @@ from typing import Dict, List, Optional, Tuple
 
 from tests.support import TIMEOUT, Peer, ServerTestCase, wait_until
 
-from broadcast_chat import web, websocket
+from broadcast_chat import handshake, web, websocket
 from broadcast_chat.config import ServerConfig, parse_server_args
 
 HERE = os.path.dirname(os.path.abspath(__file__))
@@ -21,8 +21,8 @@ CERT = os.path.join(HERE, "test_cert.pem")
 KEY = os.path.join(HERE, "test_key.pem")
 
 
-def request(text: str) -> websocket.RequestHead:
-    return websocket.parse_request_head(text.replace("\n", "\r\n").encode("latin-1") + b"\r\n")
+def request(text: str) -> handshake.RequestHead:
+    return handshake.parse_request_head(text.replace("\n", "\r\n").encode("latin-1") + b"\r\n")
 
 
 UPGRADE = ("GET /ws HTTP/1.1\nHost: 127.0.0.1:5000\nUpgrade: websocket\nConnection: Upgrade\n"
@@ -49,7 +49,7 @@ class SniffTest(unittest.TestCase):
         self.assertEqual(web.sniff(b"\x16\x03\x01\x02\x00\x01"), web.TLS)
 
     def test_request_line_too_long_for_a_head_is_still_http(self) -> None:
-        first = b"GET /" + b"a" * websocket.MAX_HEAD_SIZE
+        first = b"GET /" + b"a" * handshake.MAX_HEAD_SIZE
         self.assertEqual(web.sniff(first), web.HTTP)
 
 

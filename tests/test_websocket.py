@@ -16,6 +16,7 @@ ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 if ROOT not in sys.path:
     sys.path.insert(0, ROOT)
 
+from broadcast_chat import handshake  # noqa: E402
 from broadcast_chat import websocket as ws  # noqa: E402
 from broadcast_chat.websocket import Binary, Close, Ping, Pong, State, Text  # noqa: E402
 
@@ -68,10 +69,10 @@ def request(*extra: str, base: str = REQUEST, drop: Tuple[str, ...] = ()) -> byt
 class HandshakeTest(unittest.TestCase):
     def test_accept_key_of_rfc_6455_example(self):
         # RFC 6455 1.3 works this example through.
-        self.assertEqual(ws.accept_key("dGhlIHNhbXBsZSBub25jZQ=="), "s3pPLMBiTxaQ9kYGzzhZRbK+xOo=")
+        self.assertEqual(handshake.accept_key("dGhlIHNhbXBsZSBub25jZQ=="), "s3pPLMBiTxaQ9kYGzzhZRbK+xOo=")
 
     def test_switching_protocols(self):
-        response = ws.handshake(request())
+        response = handshake.handshake(request())
         self.assertEqual(response.status, 101)
         self.assertEqual(response.to_bytes(),
                          b"HTTP/1.1 101 Switching Protocols\r\n"
@@ -82,12 +83,12 @@ class HandshakeTest(unittest.TestCase):
     def test_header_names_and_tokens_are_case_insensitive(self):
         head = request("upgrade: WebSocket", "CONNECTION: upgrade",
                        drop=("Upgrade", "Connection"))
-        self.assertEqual(ws.handshake(head).status, 101)
+        self.assertEqual(handshake.handshake(head).status, 101)
 
     def test_other_version_is_426_naming_13(self):
         for version in ("8", "14", None):
             extra = ("Sec-WebSocket-Version: " + version,) if version else ()
-            response = ws.handshake(request(*extra, drop=("Sec-WebSocket-Version",)))
+            response = handshake.handshake(request(*extra, drop=("Sec-WebSocket-Version",)))
             self.assertEqual(response.status, 426, version)
             self.assertIn(("Sec-WebSocket-Version", "13"), response.headers)
             self.assertIn(b"\r\nSec-WebSocket-Version: 13\r\n", response.to_bytes())
@@ -110,23 +111,23 @@ class HandshakeTest(unittest.TestCase):
             "garbage": b"\x16\x03\x01\x02\x00\x01\x00\x01\xfc\x03\x03\r\n\r\n",
         }
         for name, head in cases.items():
-            response = ws.handshake(head)
+            response = handshake.handshake(head)
             self.assertEqual(response.status, 400, name)
             data = response.to_bytes()
             self.assertTrue(data.startswith(b"HTTP/1.1 400 Bad Request\r\n"), name)
             self.assertIn(b"\r\nConnection: close\r\n", data)
 
     def test_refused_origin_is_403(self):
-        response = ws.handshake(request("Origin: https://evil.example"))
+        response = handshake.handshake(request("Origin: https://evil.example"))
         self.assertEqual(response.status, 403)
 
     def test_origin_of_the_same_host_and_allowed_origins_pass(self):
-        self.assertEqual(ws.handshake(request("Origin: http://chat.example:8080")).status, 101)
+        self.assertEqual(handshake.handshake(request("Origin: http://chat.example:8080")).status, 101)
         head = request("Origin: https://app.example")
-        self.assertEqual(ws.handshake(head, allowed_origins=["https://app.example"]).status, 101)
+        self.assertEqual(handshake.handshake(head, allowed_origins=["https://app.example"]).status, 101)
 
     def test_error_response_has_length_and_body(self):
-        data = ws.error_response(404, "no such page").to_bytes()
+        data = handshake.error_response(404, "no such page").to_bytes()
         self.assertEqual(data, b"HTTP/1.1 404 Not Found\r\n"
                                b"Content-Type: text/plain; charset=utf-8\r\n"
                                b"Connection: close\r\n"
@@ -136,43 +137,43 @@ class HandshakeTest(unittest.TestCase):
 
 class OriginTest(unittest.TestCase):
     def test_absent_origin_is_a_client_that_is_no_page(self):
-        self.assertTrue(ws.origin_allowed(None, "chat.example"))
-        self.assertTrue(ws.origin_allowed(None, None))
+        self.assertTrue(handshake.origin_allowed(None, "chat.example"))
+        self.assertTrue(handshake.origin_allowed(None, None))
 
     def test_same_host_and_port(self):
-        self.assertTrue(ws.origin_allowed("http://localhost:8080", "localhost:8080"))
-        self.assertTrue(ws.origin_allowed("http://LocalHost:8080", "localhost:8080"))
-        self.assertTrue(ws.origin_allowed("http://[::1]:8080", "[::1]:8080"))
-        self.assertFalse(ws.origin_allowed("http://localhost:8081", "localhost:8080"))
-        self.assertFalse(ws.origin_allowed("http://127.0.0.1:8080", "localhost:8080"))
-        self.assertFalse(ws.origin_allowed("http://evil.example", "chat.example"))
+        self.assertTrue(handshake.origin_allowed("http://localhost:8080", "localhost:8080"))
+        self.assertTrue(handshake.origin_allowed("http://LocalHost:8080", "localhost:8080"))
+        self.assertTrue(handshake.origin_allowed("http://[::1]:8080", "[::1]:8080"))
+        self.assertFalse(handshake.origin_allowed("http://localhost:8081", "localhost:8080"))
+        self.assertFalse(handshake.origin_allowed("http://127.0.0.1:8080", "localhost:8080"))
+        self.assertFalse(handshake.origin_allowed("http://evil.example", "chat.example"))
 
     def test_missing_port_is_the_schemes_default(self):
-        self.assertTrue(ws.origin_allowed("https://chat.example", "chat.example"))
-        self.assertTrue(ws.origin_allowed("https://chat.example", "chat.example:443"))
-        self.assertTrue(ws.origin_allowed("http://chat.example:80", "chat.example"))
-        self.assertFalse(ws.origin_allowed("http://chat.example:8080", "chat.example"))
-        self.assertFalse(ws.origin_allowed("https://chat.example", "chat.example:80"))
+        self.assertTrue(handshake.origin_allowed("https://chat.example", "chat.example"))
+        self.assertTrue(handshake.origin_allowed("https://chat.example", "chat.example:443"))
+        self.assertTrue(handshake.origin_allowed("http://chat.example:80", "chat.example"))
+        self.assertFalse(handshake.origin_allowed("http://chat.example:8080", "chat.example"))
+        self.assertFalse(handshake.origin_allowed("https://chat.example", "chat.example:80"))
 
     def test_allow_list(self):
         allowed = ["https://app.example", "null"]
-        self.assertTrue(ws.origin_allowed("https://app.example", "chat.example", allowed))
-        self.assertTrue(ws.origin_allowed("https://APP.example:443", "chat.example", allowed))
-        self.assertTrue(ws.origin_allowed("null", "chat.example", allowed))
-        self.assertFalse(ws.origin_allowed("http://app.example", "chat.example", allowed))
-        self.assertFalse(ws.origin_allowed("https://app.example:8443", "chat.example", allowed))
+        self.assertTrue(handshake.origin_allowed("https://app.example", "chat.example", allowed))
+        self.assertTrue(handshake.origin_allowed("https://APP.example:443", "chat.example", allowed))
+        self.assertTrue(handshake.origin_allowed("null", "chat.example", allowed))
+        self.assertFalse(handshake.origin_allowed("http://app.example", "chat.example", allowed))
+        self.assertFalse(handshake.origin_allowed("https://app.example:8443", "chat.example", allowed))
 
     def test_null_and_malformed_origins_are_refused(self):
         for origin in ("null", "", "chat.example", "http://", "http://chat.example:99999",
                        "http://chat.example/page"):
-            self.assertFalse(ws.origin_allowed(origin, "chat.example"), origin)
-        self.assertFalse(ws.origin_allowed("http://chat.example", None))
-        self.assertFalse(ws.origin_allowed("http://chat.example", "chat.example:port"))
+            self.assertFalse(handshake.origin_allowed(origin, "chat.example"), origin)
+        self.assertFalse(handshake.origin_allowed("http://chat.example", None))
+        self.assertFalse(handshake.origin_allowed("http://chat.example", "chat.example:port"))
 
 
 class RequestHeadTest(unittest.TestCase):
     def test_fields(self):
-        head = ws.parse_request_head(
+        head = handshake.parse_request_head(
             b"GET /ws?room=main HTTP/1.1\r\nHost: a\r\nX-Thing:  one \r\nx-thing: two\r\n\r\n")
         self.assertEqual((head.method, head.target, head.path, head.version),
                          ("GET", "/ws?room=main", "/ws", "HTTP/1.1"))
@@ -182,27 +183,27 @@ class RequestHeadTest(unittest.TestCase):
         self.assertEqual(head.get("Missing", ""), "")
 
     def test_find_head_end(self):
-        self.assertEqual(ws.find_head_end(b""), 0)
-        self.assertEqual(ws.find_head_end(b"GET / HTTP/1.1\r\nHost: a\r\n"), 0)
-        self.assertEqual(ws.find_head_end(b"GET / HTTP/1.1\r\n\r\nrest"), 18)
-        self.assertEqual(ws.find_head_end(b"GET / HTTP/1.1\n\nrest"), 16)
+        self.assertEqual(handshake.find_head_end(b""), 0)
+        self.assertEqual(handshake.find_head_end(b"GET / HTTP/1.1\r\nHost: a\r\n"), 0)
+        self.assertEqual(handshake.find_head_end(b"GET / HTTP/1.1\r\n\r\nrest"), 18)
+        self.assertEqual(handshake.find_head_end(b"GET / HTTP/1.1\n\nrest"), 16)
 
     def test_bare_line_feeds(self):
-        head = ws.parse_request_head(b"GET / HTTP/1.1\nHost: a\n\n")
+        head = handshake.parse_request_head(b"GET / HTTP/1.1\nHost: a\n\n")
         self.assertEqual(head.get("host"), "a")
 
     def test_size_limits(self):
-        with self.assertRaises(ws.RequestError) as caught:
-            ws.find_head_end(b"GET / HTTP/1.1\r\n" + b"X: y\r\n" * 3000)
+        with self.assertRaises(handshake.RequestError) as caught:
+            handshake.find_head_end(b"GET / HTTP/1.1\r\n" + b"X: y\r\n" * 3000)
         self.assertEqual(caught.exception.status, 431)
-        self.assertEqual(ws.find_head_end(b"GET / HTTP/1.1\r\n\r\n", max_size=18), 18)
-        with self.assertRaises(ws.RequestError):
-            ws.find_head_end(b"GET / HTTP/1.1\r\n\r\n", max_size=17)
-        with self.assertRaises(ws.RequestError) as caught:
-            ws.parse_request_head(b"GET / HTTP/1.1\r\n" + b"X: y\r\n" * 101 + b"\r\n")
+        self.assertEqual(handshake.find_head_end(b"GET / HTTP/1.1\r\n\r\n", max_size=18), 18)
+        with self.assertRaises(handshake.RequestError):
+            handshake.find_head_end(b"GET / HTTP/1.1\r\n\r\n", max_size=17)
+        with self.assertRaises(handshake.RequestError) as caught:
+            handshake.parse_request_head(b"GET / HTTP/1.1\r\n" + b"X: y\r\n" * 101 + b"\r\n")
         self.assertEqual(caught.exception.status, 431)
-        ws.parse_request_head(b"GET / HTTP/1.1\r\n" + b"X: y\r\n" * 100 + b"\r\n")
-        self.assertEqual(ws.handshake(request(*["X: y"] * 100)).status, 431)
+        handshake.parse_request_head(b"GET / HTTP/1.1\r\n" + b"X: y\r\n" * 100 + b"\r\n")
+        self.assertEqual(handshake.handshake(request(*["X: y"] * 100)).status, 431)
 
     def test_malformed(self):
         for head in (b"\r\n\r\n", b"GET /\r\n\r\n", b"GET  / HTTP/1.1\r\n\r\n",
@@ -211,13 +212,13 @@ class RequestHeadTest(unittest.TestCase):
                      b"GET / HTTP/1.1\r\nHost: a\r\n folded\r\n\r\n",
                      b"GET / HTTP/1.1\r\nno colon\r\n\r\n",
                      b"GET / HTTP/1.1\r\nX: a\x00b\r\n\r\n"):
-            with self.assertRaises(ws.RequestError, msg=head) as caught:
-                ws.parse_request_head(head)
+            with self.assertRaises(handshake.RequestError, msg=head) as caught:
+                handshake.parse_request_head(head)
             self.assertEqual(caught.exception.status, 400, head)
 
     def test_http_2_is_505(self):
-        with self.assertRaises(ws.RequestError) as caught:
-            ws.parse_request_head(b"GET / HTTP/2.0\r\n\r\n")
+        with self.assertRaises(handshake.RequestError) as caught:
+            handshake.parse_request_head(b"GET / HTTP/2.0\r\n\r\n")
         self.assertEqual(caught.exception.status, 505)
 
 
@@ -608,7 +609,7 @@ class EchoServerTest(unittest.TestCase):
             self.buffer += data
         head, self.buffer = self.buffer.split(b"\r\n\r\n", 1)
         self.assertTrue(head.startswith(b"HTTP/1.1 101 "), head)
-        self.assertIn(("Sec-WebSocket-Accept: " + ws.accept_key(key)).encode(), head.split(b"\r\n"))
+        self.assertIn(("Sec-WebSocket-Accept: " + handshake.accept_key(key)).encode(), head.split(b"\r\n"))
 
     def test_echo_ping_and_close_handshake(self):
         self.upgrade()
