@@ -91,7 +91,11 @@ class ChatServer:
         family = socket.AF_INET6 if ":" in host else socket.AF_INET
         listener = socket.socket(family, socket.SOCK_STREAM)
         try:
-            if os.name != "nt":     # on Windows it would let two servers share the port
+            if os.name == "nt":
+                # SO_REUSEADDR would let two servers share the port there;
+                # this keeps anyone else from binding it while we hold it.
+                listener.setsockopt(socket.SOL_SOCKET, socket.SO_EXCLUSIVEADDRUSE, 1)
+            else:
                 listener.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
             listener.bind((host, port))
             listener.listen(ChatServer.listen_backlog)
@@ -145,7 +149,10 @@ class ChatServer:
                 sock, peer = self.listener.accept()
             except (BlockingIOError, InterruptedError):
                 return
-            except OSError as exc:  # out of file descriptors, most likely
+            except OSError as exc:
+                if gone_before_accept(exc):
+                    continue        # reset while it waited: take the next
+                # Out of file descriptors, most likely.
                 if not self.accept_failing:
                     self.log("error", "accept failed: %s; raise the open-file limit "
                                       "(ulimit -n) or lower --max-clients" % (exc.strerror or exc))
@@ -251,6 +258,8 @@ class ChatServer:
                     writer.wait_for_space()
                 if not full:
                     waiter.wait()
+                    if member.queue.ended:      # dropped: a wake-up may be all it got
+                        break
                 try:
                     data = sock.recv(size)
                 except BlockingIOError:
@@ -389,7 +398,22 @@ def server_tls_context(config: ServerConfig) -> Optional[ssl.SSLContext]:
     return context
 
 
+# accept() errors for a connection reset before it was taken (Windows
+# reports them as WSAECONNRESET, WSAECONNABORTED or WSAENOTCONN).
+GONE_ERRNOS = frozenset((errno.ECONNRESET, errno.ECONNABORTED, errno.ENOTCONN))
+GONE_WINERRORS = frozenset((10053, 10054, 10057))
+WSAEACCES = 10013
+
+
+def gone_before_accept(exc: OSError) -> bool:
+    return exc.errno in GONE_ERRNOS or getattr(exc, "winerror", None) in GONE_WINERRORS
+
+
 def bind_error(host: str, port: int, exc: OSError) -> str:
+    if getattr(exc, "winerror", None) == WSAEACCES:
+        return ("port %d on %s is in use or reserved by Windows: pick another with --port "
+                "(netsh interface ipv4 show excludedportrange protocol=tcp lists the "
+                "reserved ones)" % (port, host))
     if exc.errno == errno.EADDRINUSE:
         text = ("port %d on %s is already in use: is another server running? "
                 "Pick another with --port" % (port, host))
@@ -404,7 +428,8 @@ def bind_error(host: str, port: int, exc: OSError) -> str:
 
 
 class Stop(BaseException):
-    """Raised in the main thread by SIGTERM, like KeyboardInterrupt by SIGINT
+    """Raised in the main thread by SIGTERM (and Ctrl-Break's SIGBREAK on
+    Windows), like KeyboardInterrupt by SIGINT
     (and like it not an Exception, so no `except Exception` swallows it)."""
 
 
@@ -456,7 +481,9 @@ def run(config: ServerConfig) -> int:
         return 2
     host, port = server.server_address[:2]
     shown = "[%s]" % host if ":" in host else host
-    signal.signal(signal.SIGTERM, _raise_stop)
+    stop_signals = [signal.SIGTERM] + ([signal.SIGBREAK] if hasattr(signal, "SIGBREAK") else [])
+    for signum in stop_signals:
+        signal.signal(signum, _raise_stop)
     try:
         server.start()
         print("Server running on %s:%d" % (shown, port), flush=True)
@@ -464,8 +491,8 @@ def run(config: ServerConfig) -> int:
     except (KeyboardInterrupt, Stop):
         pass
     finally:
-        signal.signal(signal.SIGTERM, signal.SIG_IGN)
-        signal.signal(signal.SIGINT, signal.SIG_IGN)
+        for signum in stop_signals + [signal.SIGINT]:
+            signal.signal(signum, signal.SIG_IGN)
         server.close()
         log("stop", "server stopped")
         log.close()

@@ -19,6 +19,8 @@ import time
 import traceback
 from typing import Callable, Deque, List, Optional, Tuple
 
+from . import tuning
+
 Pieces = List[bytes]
 
 class SendQueue:
@@ -26,6 +28,12 @@ class SendQueue:
 
     __slots__ = ("sock", "group", "transform", "pieces", "queued", "unsent", "scheduled",
                  "lagging", "reason", "retired", "watched")
+
+    @property
+    def ended(self) -> bool:
+        """Whether the writer ended it or the member left. Read without the
+        lock by the member's reader: each field is set once, never reset."""
+        return bool(self.reason) or self.retired
 
     def __init__(self, sock: socket.socket, group: str,
                  transform: Optional[Callable[[Pieces], Pieces]] = None) -> None:
@@ -58,7 +66,7 @@ class Writer(threading.Thread):
         self.queue_limit = queue_limit
         self.lag_bytes = min(self.lag_bytes, queue_limit // 4)
         self.log = log
-        self.selector = selectors.DefaultSelector()
+        self.selector = tuning.many_socket_selector()
         self.wake_reader, self.wake_writer = socket.socketpair()
         self.wake_reader.setblocking(False)
         self.wake_writer.setblocking(False)
