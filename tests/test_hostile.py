@@ -477,7 +477,7 @@ class ConnectionTest(HostileCase):
             sock.close()
         measured("2000 connect/close cycles made in %.2f s, then 300 resets; the server "
                  "worked through all 2300 in %.2f s (%d a second); %d lines between the pair "
-                 "meanwhile, slowest %.3f s; peak %d threads, %d fds (baseline %d, %d); a line "
+                 "meanwhile, slowest %.3f s; peak %d threads, %s fds (baseline %d, %s); a line "
                  "among 60 silent connections took %.3f s"
                  % (took["cycles"], served, 2300 / served, pings, worst, peak_threads,
                     peak_fds, server.base_threads, server.base_fds, latency))
