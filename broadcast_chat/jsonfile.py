@@ -31,8 +31,9 @@ def iso_utc(when: float) -> str:
 
 def patiently(action: Callable[[], Any], patience: float, windows: bool = ON_WINDOWS) -> Any:
     """action(); on Windows, tried again for up to patience seconds while it
-    raises PermissionError, waiting 1 ms, then 2, 4, ... (at most 50 ms)
-    between tries. Raises the last error after that."""
+    raises PermissionError, waiting 1 ms, then 2, then 4 ms between tries (a
+    reader that holds the file most of the time leaves gaps of milliseconds).
+    Raises the last error after that."""
     deadline = time.monotonic() + patience
     delay = 0.001
     while True:
@@ -43,7 +44,7 @@ def patiently(action: Callable[[], Any], patience: float, windows: bool = ON_WIN
             if not windows or left <= 0:
                 raise
             time.sleep(min(delay, left))   # waiting out another process, not synchronisation
-            delay = min(delay * 2, 0.05)
+            delay = min(delay * 2, 0.004)
 
 
 def replace(source: str, target: str, patience: float = REPLACE_PATIENCE) -> None:
