@@ -15,7 +15,7 @@ to set the two side by side:
            a while (on Windows this blocks its replacement): how stale the
            file gets after a join, and whether any read saw a broken file.
 
-It starts server.py itself with this Python, on 127.0.0.1. The load runs
+It starts server.py itself with this Python (or --server-python), on 127.0.0.1. The load runs
 in this process (one thread reading every socket), so on a machine with
 few cores it competes with the server: the figures are an upper bound of
 the server's own latency. Standard library only.
@@ -41,13 +41,15 @@ DATA = re.compile(rb"<[^ >]+> D(\d+) (\d+)")
 
 
 class Server:
+    python = sys.executable     # --server-python
+
     def __init__(self, *args: str) -> None:
         self.folder = tempfile.TemporaryDirectory(prefix="chat-bench-")
         self.clients_file = os.path.join(self.folder.name, "clients.json")
         self.proc = subprocess.Popen(
-            [sys.executable, os.path.join(ROOT, "server.py"), "--port", "0",
+            [self.python, os.path.join(ROOT, "server.py"), "--port", "0",
              "--clients-file", self.clients_file] + list(args),
-            stdin=subprocess.DEVNULL, stdout=subprocess.PIPE, stderr=subprocess.STDOUT,
+            stdin=subprocess.PIPE, stdout=subprocess.PIPE, stderr=subprocess.STDOUT,
             cwd=self.folder.name)
         self.log = []
         first = self.proc.stdout.readline().decode("utf-8", "replace")
@@ -72,6 +74,7 @@ class Server:
     def close(self) -> None:
         self.proc.kill()
         self.proc.wait()
+        self.proc.stdin.close()
         self.proc.stdout.close()
         self.folder.cleanup()
 
@@ -163,11 +166,12 @@ def stuck(args) -> dict:
         while time.monotonic() < deadline and len(receivers.latencies()) < count * len(healthy):
             time.sleep(0.05)    # waiting for the last lines, with a deadline
         receivers.stopping = True
+        receivers.join()
         latencies = receivers.latencies()
         dropped = any("stuck" in line and "too slow" in line for line in server.log)
         stuck_sock.close()
         return {"scenario": "stuck", "healthy": len(healthy), "lines": count,
-                "rate": args.rate, "bytes_per_line": args.pad + 20,
+                "rate": args.rate, "bytes_per_line": args.pad + 20, "mb_sent": round(count * (args.pad + 20) / 1e6, 1),
                 "delivery_pct": round(100.0 * len(latencies) / (count * len(healthy)), 2),
                 "p50_ms": round(percentile(latencies, 0.5) * 1000, 2),
                 "p99_ms": round(percentile(latencies, 0.99) * 1000, 2),
@@ -185,6 +189,9 @@ def many(args) -> dict:
         for i in range(args.clients):
             socks.append(server.connect("m%d" % i))
             wait_for(socks[-1], b"welcome")
+            if (i + 1) % 100 == 0:
+                print("  %d registered after %.1f s" % (i + 1, time.perf_counter() - started),
+                      file=sys.stderr, flush=True)
         registered = time.perf_counter() - started
         receivers = Receivers(socks[1:])
         receivers.start()
@@ -195,6 +202,7 @@ def many(args) -> dict:
         while time.monotonic() < deadline and len(receivers.latencies()) < len(socks) - 1:
             time.sleep(0.01)    # waiting for the line, with a deadline
         receivers.stopping = True
+        receivers.join()
         latencies = receivers.latencies()
         return {"scenario": "many", "clients": args.clients,
                 "registered_s": round(registered, 2),
@@ -233,7 +241,8 @@ def holder(args) -> dict:
             except PermissionError:     # Windows: opened while being replaced
                 time.sleep(0.001)
 
-    threading.Thread(target=hold, daemon=True).start()
+    holding = threading.Thread(target=hold, daemon=True)
+    holding.start()
     stale, broken, socks = [], 0, []
     try:
         for i in range(args.joins):
@@ -259,6 +268,7 @@ def holder(args) -> dict:
                 "server_log_errors": [line for line in server.log if " error " in line][:3]}
     finally:
         stop.set()
+        holding.join()
         for sock in socks:
             sock.close()
         server.close()
@@ -268,16 +278,21 @@ def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--scenario", default="stuck,many,holder")
     parser.add_argument("--healthy", type=int, default=20)
-    parser.add_argument("--rate", type=float, default=500.0, help="stuck: lines/s sent")
+    parser.add_argument("--rate", type=float, default=1000.0, help="stuck: lines/s sent")
     parser.add_argument("--seconds", type=float, default=4.0)
-    parser.add_argument("--pad", type=int, default=200)
+    parser.add_argument("--pad", type=int, default=1000)
     parser.add_argument("--queue-limit", type=int, default=1 << 18)
     parser.add_argument("--clients", type=int, default=1000)
     parser.add_argument("--joins", type=int, default=20)
     parser.add_argument("--hold", type=float, default=0.2,
                         help="holder: seconds the reader keeps the file open each time")
+    parser.add_argument("--server-python", default=sys.executable,
+                        help="the Python that runs server.py (default: this one), e.g. "
+                             "the Wine wrapper that `.ci/windows-python --path` prints")
     args = parser.parse_args()
-    print("Python %s on %s" % (sys.version.split()[0], sys.platform), flush=True)
+    Server.python = args.server_python
+    print("load: Python %s on %s; server: %s" % (sys.version.split()[0], sys.platform,
+                                                 args.server_python), flush=True)
     for name in args.scenario.split(","):
         result = {"stuck": stuck, "many": many, "holder": holder}[name](args)
         print(json.dumps(result), flush=True)

@@ -466,7 +466,7 @@ def run(config: ServerConfig) -> int:
             return 2
         print("server.py: error: " + bind_error(config.host, config.port, exc), file=sys.stderr)
         return 1
-    server.room.on_size = tuning.SwitchInterval()
+    server.room.on_size = tuning.size_tuning()
     if not is_loopback(config.host) and server.tls_context is None and server.password is None:
         print("server.py: warning: listening on %s without TLS or a password: anyone who can "
               "reach this port can join and read the chat" % config.host, file=sys.stderr)

@@ -9,7 +9,7 @@ import socket
 import sys
 import threading
 import time
-from typing import Optional
+from typing import Callable, Optional
 
 THREAD_STACK = 512 * 1024   # a handler thread's stack: it never recurses deeply
 
@@ -61,6 +61,16 @@ class SwitchInterval:
             sys.setswitchinterval(self.small_interval)
 
 
+def size_tuning() -> Callable[[int], None]:
+    """What the room calls with its size after each change."""
+    switch = SwitchInterval()
+
+    def on_size(size: int) -> None:
+        switch(size)
+        ReadWaiter.room_size(size)
+    return on_size
+
+
 def tune_socket(sock: socket.socket) -> None:
     """Keepalive finds peers that vanished without a word; no Nagle delay."""
     try:
@@ -81,12 +91,22 @@ class ReadWaiter:
     one socket, which has no limit on the descriptor's value there. There a
     shutdown() from another thread does not wake the select() (seen under
     Wine), so it returns after wake_every seconds at most: the caller looks
-    whether its member was ended after each wait.
+    whether its member was ended after each wait. In a large room the
+    interval grows, so that all readers together wake at most
+    wakes_per_second times a second (a thousand readers woken every second
+    stalled a server under Wine for more than 30 s).
     """
 
     __slots__ = ("sock", "poller")
 
     wake_every = None if hasattr(select, "poll") else 1.0   # type: Optional[float]
+    wakes_per_second = 250
+
+    @classmethod
+    def room_size(cls, size: int) -> None:
+        """Called with the room's size after each change."""
+        if cls.wake_every is not None:
+            cls.wake_every = max(1.0, size / cls.wakes_per_second)
 
     def __init__(self, sock: socket.socket) -> None:
         self.sock = sock

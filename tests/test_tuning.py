@@ -116,6 +116,26 @@ class ReadWaiterTest(unittest.TestCase):
         waiter.wait()      # no exception: the recv() after it says what happened
 
 
+class WakeIntervalTest(unittest.TestCase):
+    def test_a_large_room_wakes_its_readers_less_often(self):
+        class Waiter(tuning.ReadWaiter):
+            __slots__ = ()
+            wake_every = 1.0
+        Waiter.room_size(10)
+        self.assertEqual(Waiter.wake_every, 1.0)
+        Waiter.room_size(1000)
+        self.assertEqual(Waiter.wake_every, 1000 / Waiter.wakes_per_second)
+        Waiter.room_size(3)
+        self.assertEqual(Waiter.wake_every, 1.0)
+
+    def test_with_poll_there_is_no_interval(self):
+        class Waiter(tuning.ReadWaiter):
+            __slots__ = ()
+            wake_every = None
+        Waiter.room_size(1000)
+        self.assertIsNone(Waiter.wake_every)
+
+
 class ErrorsTest(unittest.TestCase):
     def test_a_connection_reset_before_accept_is_not_a_descriptor_shortage(self):
         self.assertTrue(server.gone_before_accept(ConnectionResetError(errno.ECONNRESET, "x")))
