@@ -13,13 +13,16 @@ import unittest
 from tests.support import PYTHON, ROOT, ServerProcess, ServerTestCase, drain
 
 RAISE_ON_INPUT = (
-    "import signal, sys, threading\n"
+    "import os, signal, sys, threading\n"
     "sys.path.insert(0, %r)\n"
     "from broadcast_chat.server import main\n"
     "signum = getattr(signal, sys.argv.pop(1))\n"
     "def stop():\n"
     "    sys.stdin.readline()\n"
-    "    signal.raise_signal(signum)\n"
+    "    if hasattr(signal, 'raise_signal'):\n"
+    "        signal.raise_signal(signum)\n"
+    "    else:\n"    # Python 3.6 and 3.7: POSIX only, where this is the same
+    "        os.kill(os.getpid(), signum)\n"
     "threading.Thread(target=stop, daemon=True).start()\n"
     "sys.exit(main(sys.argv[1:]))\n" % ROOT)
 
