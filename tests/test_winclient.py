@@ -9,6 +9,7 @@ import unittest
 
 from broadcast_chat import client as chat_client
 from broadcast_chat.console import ConsolePrompt, write_text
+from broadcast_chat.log import Log
 from tests.support import ServerTestCase, wait_until
 from tests.test_lineedit import screen_line
 
@@ -112,6 +113,30 @@ class WriteTextTest(unittest.TestCase):
         write_text(stream, "caf\u00e9 \u263a\n")
         stream.flush()
         self.assertEqual(raw.getvalue(), b"caf\xe9 \\u263a\n")
+
+
+class LogCodePageTest(unittest.TestCase):
+    def test_the_server_log_escapes_what_a_code_page_lacks_and_keeps_the_batch(self):
+        raw = io.BytesIO()
+        log = Log(io.TextIOWrapper(raw, encoding="cp1252", newline="\n"))
+        log.write("join \u03b1\u03bb\u03af\u03ba\u03b7 1.2.3.4:5\nleave caf\u00e9\n")
+        self.assertEqual(raw.getvalue(),
+                         b"join \\u03b1\\u03bb\\u03af\\u03ba\\u03b7 1.2.3.4:5\nleave caf\xe9\n")
+
+
+class ServerLogPipeTest(ServerTestCase):
+    def test_a_name_the_log_pipe_cannot_encode_is_logged_and_the_room_goes_on(self):
+        # On Windows the server's standard output, a pipe, is in the ANSI
+        # code page (cp1252 here): Greek is not in it.
+        greek = "\u03b1\u03bb\u03af\u03ba\u03b7"
+        alpha = self.peer(greek)
+        self.server.log.expect(r" join (%s|\\u03b1\\u03bb\\u03af\\u03ba\\u03b7) " % greek)
+        bob = self.peer("bob")
+        alpha.expect(r"-- bob joined$")
+        bob.send("still logging")
+        alpha.expect(r"<bob> still logging$")
+        self.server.log.expect(r" join bob ")
+        self.assertEqual(self.server.errors.text(), "")
 
 
 class ConsoleClientTest(ServerTestCase):
