@@ -9,6 +9,8 @@ to set the two side by side:
   stuck    one member that never reads beside healthy ones, a sender at a
            steady rate: the healthy members' delivery and latency, and
            whether the stuck one was dropped.
+  slow     600 members that stop reading (more than Windows' select() takes)
+           beside 3 healthy ones: delivery, and every slow one dropped.
   many     N members (default 1,000) named one after another, then one line
            to all: time to register, the line's latency p50 / p99 / max.
   holder   clients.json while a reader keeps opening it and holding it for
@@ -181,6 +183,47 @@ def stuck(args) -> dict:
         server.close()
 
 
+def slow(args) -> dict:
+    """More readers that stop reading than Windows' select() takes (512):
+    the Writer watches them all until each is dropped past its queue limit."""
+    server = Server("--rate-limit", "0", "--max-clients", "0", "--max-per-address", "0",
+                    "--queue-limit", str(args.queue_limit))
+    stuck_socks = []
+    try:
+        for i in range(args.slow):
+            stuck_socks.append(server.connect("s%d" % i, rcvbuf=4096))
+            wait_for(stuck_socks[-1], b"welcome")
+        healthy = [server.connect("h%d" % i) for i in range(3)]
+        for sock in healthy:
+            wait_for(sock, b"welcome")
+        sender = server.connect("sender")
+        wait_for(sender, b"welcome")
+        receivers = Receivers(healthy)
+        receivers.start()
+        count = int(args.rate * args.seconds)
+        send_paced(sender, count, args.rate, args.pad)
+        deadline = time.monotonic() + 30
+        while time.monotonic() < deadline and len(receivers.latencies()) < count * len(healthy):
+            time.sleep(0.05)    # waiting for the last lines, with a deadline
+        receivers.stopping = True
+        receivers.join()
+        latencies = receivers.latencies()
+        deadline = time.monotonic() + 30
+        while time.monotonic() < deadline and sum(
+                "too slow" in line for line in server.log) < args.slow:
+            time.sleep(0.1)     # the drops are logged in batches
+        return {"scenario": "slow", "slow": args.slow, "lines": count,
+                "delivery_pct": round(100.0 * len(latencies) / (count * len(healthy)), 2),
+                "p50_ms": round(percentile(latencies, 0.5) * 1000, 1),
+                "p99_ms": round(percentile(latencies, 0.99) * 1000, 1),
+                "dropped_too_slow": sum("too slow" in line for line in server.log),
+                "server_errors": [line for line in server.log if " error " in line][:3]}
+    finally:
+        for sock in stuck_socks:
+            sock.close()
+        server.close()
+
+
 def many(args) -> dict:
     server = Server("--rate-limit", "0", "--max-clients", "0", "--max-per-address", "0")
     socks = []
@@ -283,6 +326,7 @@ def main() -> None:
     parser.add_argument("--pad", type=int, default=1000)
     parser.add_argument("--queue-limit", type=int, default=1 << 18)
     parser.add_argument("--clients", type=int, default=1000)
+    parser.add_argument("--slow", type=int, default=600, help="slow: readers that stop reading")
     parser.add_argument("--joins", type=int, default=20)
     parser.add_argument("--hold", type=float, default=0.2,
                         help="holder: seconds the reader keeps the file open each time")
@@ -294,7 +338,7 @@ def main() -> None:
     print("load: Python %s on %s; server: %s" % (sys.version.split()[0], sys.platform,
                                                  args.server_python), flush=True)
     for name in args.scenario.split(","):
-        result = {"stuck": stuck, "many": many, "holder": holder}[name](args)
+        result = {"stuck": stuck, "slow": slow, "many": many, "holder": holder}[name](args)
         print(json.dumps(result), flush=True)
 
 
