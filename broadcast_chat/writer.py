@@ -128,6 +128,9 @@ class Writer(threading.Thread):
             return
         queue.reason = reason
         self._unlag(queue)
+        # No longer a member that back-pressure counts, though its reader
+        # may notice only later (on Windows, at its next wake-up).
+        self._uncount(queue)
         if goodbye:
             queue.pieces.append(goodbye)
             queue.queued += len(goodbye)
@@ -150,9 +153,8 @@ class Writer(threading.Thread):
             return
         queue.retired = True
         self._unlag(queue)
-        self.open_groups[queue.group] -= 1
-        if self.open_groups[queue.group] <= 0:
-            del self.open_groups[queue.group]
+        if not queue.reason:    # end() has uncounted it already
+            self._uncount(queue)
         self.retiring.append(queue)
         self._wake()
 
@@ -197,6 +199,11 @@ class Writer(threading.Thread):
                 self.wake_writer.send(b"!")
             except OSError:
                 pass
+
+    def _uncount(self, queue: SendQueue) -> None:
+        self.open_groups[queue.group] -= 1
+        if self.open_groups[queue.group] <= 0:
+            del self.open_groups[queue.group]
 
     def _unlag(self, queue: SendQueue) -> None:
         if queue.lagging:
