@@ -60,6 +60,12 @@ HOST = "127.0.0.1"
 QUEUE_LIMIT = 67108864
 RECV = 262144
 
+def load_average() -> str:
+    if not hasattr(os, "getloadavg"):   # Windows
+        return "not known on this platform"
+    return "%.2f %.2f %.2f" % os.getloadavg()
+
+
 # A data line as received: our prefix "HH:MM <name> ", ncat's "<userN> " (ncat
 # puts it only at the start of each chunk it read, so it is optional).
 DATA = re.compile(rb"(?:\d\d:\d\d <[^ >]+> |<user\d+> )?D(\d+) (\d+) (\d+)(?: \.+)?")
@@ -1217,8 +1223,8 @@ def main(argv=None):
     echo("Broadcast Chat fan-out benchmark: %d CPUs, Python %s, RLIMIT_NOFILE %d, ncat %s"
          % (os.cpu_count() or 0, sys.version.split()[0], nofile,
             "yes" if use_ncat else ("not run" if ncat_available() else "not installed")))
-    echo("load average at start: %.2f %.2f %.2f (other work on the machine skews every figure)"
-         % os.getloadavg())
+    echo("load average at start: %s (other work on the machine skews every figure)"
+         % load_average())
     echo("PROTECTION IS OFF: our server runs with --rate-limit 0 --queue-limit %d "
          "--max-clients 0 --max-per-address 0, so the runs measure fan-out." % QUEUE_LIMIT)
     report = Report(echo)
@@ -1381,7 +1387,7 @@ def main(argv=None):
         shutil.rmtree(tmpdir, ignore_errors=True)
     echo("\n== summary ==")
     report.show()
-    echo("load average at end: %.2f %.2f %.2f" % os.getloadavg())
+    echo("load average at end: %s" % load_average())
     echo("\nbusiest generator process: %.0f%% of a core (%s)%s" % (
         gen_worst * 100, gen_where or "-",
         "  -- SATURATED, that run's figures are a lower bound" if gen_worst > 0.9 else ""))

@@ -8,6 +8,7 @@ limits the server announced, what arrives is printed, and it exits once
 the server has taken every line.
 """
 
+import _thread
 import argparse
 import collections
 import os
@@ -22,7 +23,8 @@ import threading
 import time
 from typing import Any, Callable, Dict, Iterable, Iterator, List, Optional, TextIO, Union
 
-from . import __version__, display, terminal
+from . import __version__, display, terminal, winconsole
+from .console import open_console_prompt, write_text
 from .config import DEFAULT_HOST, DEFAULT_PORT
 from .net import format_address, is_loopback
 from .protocol import LineFramer, TokenBucket
@@ -296,7 +298,10 @@ class Client:
             print("client.py: warning: the password goes to %s in clear text: anyone in "
                   "between can read it (use --tls)" % options.host, file=sys.stderr)
         self.piped = queue.Queue(100)   # type: queue.Queue  lines read from a pipe; None ends
-        self.readline = terminal.load_readline() if self.interactive else None
+        # A Windows console has no readline: the client edits the line itself.
+        self.console = open_console_prompt(self.prompt, out) if self.interactive else None
+        self.readline = (terminal.load_readline()
+                         if self.interactive and self.console is None else None)
         self.redraw = terminal.find_redraw(self.readline)
 
     # -- output -------------------------------------------------------------
@@ -317,8 +322,11 @@ class Client:
         if self.interactive:
             text = display.hang(text, shutil.get_terminal_size().columns)
         with self.print_lock:
+            if self.console is not None and self.at_prompt:
+                self.console.print_above(text)
+                return
             if not (self.interactive and self.at_prompt):
-                self.out.write(text + "\n")
+                write_text(self.out, text + "\n")
             elif self.redraw is not None:
                 # clear the prompt line, print, and have readline draw it again
                 self.out.write("\r\033[2K" + text + "\n")
@@ -429,7 +437,11 @@ class Client:
 
     def interrupt_main(self) -> None:
         """Wake the main thread from input(), or from waiting for piped lines."""
-        if self.interactive:
+        if self.console is not None:
+            return      # its read_line() ends once reader_done is set
+        if self.interactive and os.name == "nt":
+            _thread.interrupt_main()    # there a SIGINT sent with os.kill() ends the process
+        elif self.interactive:
             os.kill(os.getpid(), signal.SIGINT)
         else:
             try:
@@ -485,7 +497,7 @@ class Client:
             try:
                 if not hooked:
                     self.at_prompt = True
-                text = input(self.prompt())
+                text = self.read_typed_line()
             except EOFError:
                 break
             except UnicodeDecodeError:
@@ -499,6 +511,15 @@ class Client:
             if text.split(" ", 1)[0].lower() == "/quit":
                 return True
         return False
+
+    def read_typed_line(self) -> str:
+        """input() at the prompt, or the console's line editor; EOFError at the end."""
+        if self.console is None:
+            return input(self.prompt())
+        text = self.console.read_line(self.reader_done)
+        if text is None:
+            raise EOFError
+        return text
 
     def pace(self) -> TokenBucket:
         """A bucket under the flood limit the server announced."""
@@ -581,7 +602,8 @@ class Client:
 def want_colour(disabled: bool, stream: TextIO) -> bool:
     if disabled or os.environ.get("NO_COLOR"):
         return False
-    return stream.isatty() and os.environ.get("TERM") != "dumb"
+    return (stream.isatty() and os.environ.get("TERM") != "dumb"
+            and winconsole.enable_terminal_sequences(stream))   # True but on Windows
 
 
 def pipe_lines(fd: int) -> Iterator[str]:

@@ -101,7 +101,11 @@ class ChatServer:
         family = socket.AF_INET6 if ":" in host else socket.AF_INET
         listener = socket.socket(family, socket.SOCK_STREAM)
         try:
-            if os.name != "nt":     # on Windows it would let two servers share the port
+            if os.name == "nt":
+                # SO_REUSEADDR would let two servers share the port there;
+                # this keeps anyone else from binding it while we hold it.
+                listener.setsockopt(socket.SOL_SOCKET, socket.SO_EXCLUSIVEADDRUSE, 1)
+            else:
                 listener.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
             listener.bind((host, port))
             listener.listen(ChatServer.listen_backlog)
@@ -157,7 +161,10 @@ class ChatServer:
                 sock, peer = self.listener.accept()
             except (BlockingIOError, InterruptedError):
                 return
-            except OSError as exc:  # out of file descriptors, most likely
+            except OSError as exc:
+                if gone_before_accept(exc):
+                    continue        # reset while it waited: take the next
+                # Out of file descriptors, most likely.
                 if not self.accept_failing:
                     self.log("error", "accept failed: %s; raise the open-file limit "
                                       "(ulimit -n) or lower --max-clients" % (exc.strerror or exc))
@@ -302,6 +309,8 @@ class ChatServer:
                         writer.wait_for_space()
                     if not full:
                         waiter.wait()
+                        if member.queue.ended:      # dropped: a wake-up may be all it got
+                            break
                     try:
                         data = sock.recv(size)
                     except BlockingIOError:
@@ -520,7 +529,22 @@ def server_tls_context(config: ServerConfig) -> Optional[ssl.SSLContext]:
     return context
 
 
+# accept() errors for a connection reset before it was taken (Windows
+# reports them as WSAECONNRESET, WSAECONNABORTED or WSAENOTCONN).
+GONE_ERRNOS = frozenset((errno.ECONNRESET, errno.ECONNABORTED, errno.ENOTCONN))
+GONE_WINERRORS = frozenset((10053, 10054, 10057))
+WSAEACCES = 10013
+
+
+def gone_before_accept(exc: OSError) -> bool:
+    return exc.errno in GONE_ERRNOS or getattr(exc, "winerror", None) in GONE_WINERRORS
+
+
 def bind_error(host: str, port: int, exc: OSError) -> str:
+    if getattr(exc, "winerror", None) == WSAEACCES:
+        return ("port %d on %s is in use or reserved by Windows: pick another with --port "
+                "(netsh interface ipv4 show excludedportrange protocol=tcp lists the "
+                "reserved ones)" % (port, host))
     if exc.errno == errno.EADDRINUSE:
         text = ("port %d on %s is already in use: is another server running? "
                 "Pick another with --port" % (port, host))
@@ -589,7 +613,7 @@ def run(config: ServerConfig) -> int:
             return 2
         print("server.py: error: " + bind_error(config.host, config.port, exc), file=sys.stderr)
         return 1
-    server.room.on_size = tuning.SwitchInterval()
+    server.room.on_size = tuning.size_tuning()
     if not is_loopback(config.host) and server.tls_context is None and server.password is None:
         print("server.py: warning: listening on %s without TLS or a password: anyone who can "
               "reach this port can join and read the chat" % config.host, file=sys.stderr)

@@ -439,6 +439,8 @@ class WebSocketReader:
                 writer.wait_for_space()
             if not full:
                 waiter.wait()
+                if member.queue.ended:      # dropped: a wake-up may be all it got
+                    return member.queue.reason or "connection lost"
             try:
                 data = sock.recv(size)
             except BlockingIOError:

@@ -19,6 +19,8 @@ import time
 import traceback
 from typing import Callable, Deque, List, Optional, Set, Tuple
 
+from . import tuning
+
 Pieces = List[bytes]
 
 class SendQueue:
@@ -26,6 +28,12 @@ class SendQueue:
 
     __slots__ = ("sock", "group", "transform", "pieces", "queued", "unsent", "scheduled",
                  "lagging", "reason", "retired", "watched", "progress_at")
+
+    @property
+    def ended(self) -> bool:
+        """Whether the writer ended it or the member left. Read without the
+        lock by the member's reader: each field is set once, never reset."""
+        return bool(self.reason) or self.retired
 
     def __init__(self, sock: socket.socket, group: str,
                  transform: Optional[Callable[[Pieces], Pieces]] = None) -> None:
@@ -61,7 +69,7 @@ class Writer(threading.Thread):
         self.queue_limit = queue_limit
         self.lag_bytes = min(self.lag_bytes, queue_limit // 4)
         self.log = log
-        self.selector = selectors.DefaultSelector()
+        self.selector = tuning.many_socket_selector()
         self.wake_reader, self.wake_writer = socket.socketpair()
         self.wake_reader.setblocking(False)
         self.wake_writer.setblocking(False)
@@ -139,6 +147,9 @@ class Writer(threading.Thread):
             return
         queue.reason = reason
         self._unlag(queue)
+        # No longer a member that back-pressure counts, though its reader
+        # may notice only later (on Windows, at its next wake-up).
+        self._uncount(queue)
         if goodbye:
             queue.pieces.append(goodbye)
             queue.queued += len(goodbye)
@@ -161,9 +172,8 @@ class Writer(threading.Thread):
             return
         queue.retired = True
         self._unlag(queue)
-        self.open_groups[queue.group] -= 1
-        if self.open_groups[queue.group] <= 0:
-            del self.open_groups[queue.group]
+        if not queue.reason:    # end() has uncounted it already
+            self._uncount(queue)
         self.retiring.append(queue)
         self._wake()
 
@@ -210,6 +220,11 @@ class Writer(threading.Thread):
                 self.wake_writer.send(b"!")
             except OSError:
                 pass
+
+    def _uncount(self, queue: SendQueue) -> None:
+        self.open_groups[queue.group] -= 1
+        if self.open_groups[queue.group] <= 0:
+            del self.open_groups[queue.group]
 
     def _unlag(self, queue: SendQueue) -> None:
         if queue.lagging:

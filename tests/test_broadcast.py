@@ -7,7 +7,7 @@ import subprocess
 import tempfile
 import unittest
 
-from tests.support import PYTHON, ROOT, TIMEOUT, LineLog, Peer, child_env, drain
+from tests.support import PYTHON, ROOT, TIMEOUT, WINDOWS, LineLog, Peer, child_env, drain
 
 BROADCAST = os.path.join(ROOT, "broadcast.py")
 
@@ -37,8 +37,12 @@ class BroadcastCommandTest(unittest.TestCase):
             self.assertEqual(result.returncode, 0, result.stderr)
             self.assertRegex(result.stdout, r"-- welcome, bot! ")
             alice.expect(r"^\d\d:\d\d <bot> hello from broadcast\.py$")
-        started.send_signal(signal.SIGTERM)
-        self.assertEqual(started.wait(TIMEOUT), 0)
+        if WINDOWS:     # no signal to stop it cleanly: see support.needs_posix_signals
+            started.kill()
+            started.wait(TIMEOUT)
+        else:
+            started.send_signal(signal.SIGTERM)
+            self.assertEqual(started.wait(TIMEOUT), 0)
         for reader in readers:
             reader.join(TIMEOUT)
         self.assertNotIn("Traceback", errors.text())

@@ -6,7 +6,7 @@ import socket
 import subprocess
 import unittest
 
-from tests.support import (CLIENT, PYTHON, ROOT, TIMEOUT, ClientProcess, ServerTestCase,
+from tests.support import (CLIENT, PYTHON, ROOT, TIMEOUT, WINDOWS, ClientProcess, ServerTestCase,
                            TerminalClient, child_env, client_command, cursor_column, free_port,
                            run_client, wait_until)
 
@@ -31,6 +31,7 @@ class PipeClientTest(ClientTestCase):
         self.addCleanup(client.kill)
         return client
 
+    @unittest.skipIf(WINDOWS, "a POSIX shell's printf")
     def test_printf_pipe_sends_lines_and_exits_0(self):
         bob = self.peer("bob")
         command = "printf 'hello\\nworld\\n' | %s %s --port %d --name bot" % (
@@ -150,6 +151,7 @@ class PipeClientTest(ClientTestCase):
         bob.sync()
 
 
+@unittest.skipIf(WINDOWS, "needs a POSIX pty (Windows' console client: tests/test_winclient.py)")
 class TerminalClientTest(ClientTestCase):
     def terminal(self, *args, port=None, env=None):
         client = TerminalClient(port or self.server.port, *args, env=env)

@@ -12,7 +12,6 @@ import random
 import re
 import select
 import shutil
-import signal
 import socket
 import struct
 import subprocess
@@ -22,8 +21,10 @@ import threading
 import time
 import unittest
 
-from tests.support import (TIMEOUT, ClientProcess, Peer, ServerProcess, TerminalClient, child_env,
-                           proc_fds, proc_rss_kb, proc_threads, wait_until)
+from tests import winproc
+from tests.support import (TIMEOUT, WINDOWS, ClientProcess, Peer, ServerProcess, TerminalClient,
+                           child_env, fds_counted, proc_fds, proc_rss_kb, proc_threads,
+                           read_clients_file, wait_until)
 
 # What must never reach another client's terminal: C0 controls but the
 # newline, DEL, C1 controls, bidi overrides and isolates, invisible format
@@ -39,8 +40,7 @@ def measured(text: str) -> None:
 
 def read_clients(path: str):
     try:
-        with open(path, encoding="utf-8") as handle:
-            return json.load(handle)
+        return read_clients_file(path)
     except (OSError, ValueError):
         return None
 
@@ -58,7 +58,7 @@ class HostileCase(unittest.TestCase):
         server.start()
         self.addCleanup(server.__exit__)
         server.base_threads = proc_threads(server.proc.pid)
-        server.base_fds = proc_fds(server.proc.pid)
+        server.base_fds = None if WINDOWS else proc_fds(server.proc.pid)
         return server
 
     def connect(self, server: ServerProcess) -> Peer:
@@ -92,8 +92,9 @@ class HostileCase(unittest.TestCase):
         # The pair holds one handler thread and one socket each.
         wait_until(lambda: proc_threads(pid) == server.base_threads + 2, 10,
                    "threads back to the baseline %d + 2" % server.base_threads)
-        wait_until(lambda: proc_fds(pid) == server.base_fds + 2, 10,
-                   "descriptors back to the baseline %d + 2" % server.base_fds)
+        if fds_counted(self):
+            wait_until(lambda: proc_fds(pid) == server.base_fds + 2, 10,
+                       "descriptors back to the baseline %d + 2" % server.base_fds)
         wait_until(lambda: self.names_in_file(server) == [tag + "a", tag + "b"], 5,
                    "clients.json to list the pair only")
         bugs = [line for line in server.log.lines
@@ -457,7 +458,8 @@ class ConnectionTest(HostileCase):
             bob.expect(r"<alice> ping %d$" % pings, start=max(0, len(bob.lines) - 5))
             worst = max(worst, time.monotonic() - asked)
             peak_threads = max(peak_threads, proc_threads(pid))
-            peak_fds = max(peak_fds, proc_fds(pid))
+            if not WINDOWS:
+                peak_fds = max(peak_fds, proc_fds(pid))
         served = time.monotonic() - began
         stormer.join()
         self.assertIn("cycles", took)
@@ -476,11 +478,16 @@ class ConnectionTest(HostileCase):
             sock.close()
         measured("2000 connect/close cycles made in %.2f s, then 300 resets; the server "
                  "worked through all 2300 in %.2f s (%d a second); %d lines between the pair "
-                 "meanwhile, slowest %.3f s; peak %d threads, %d fds (baseline %d, %d); a line "
+                 "meanwhile, slowest %.3f s; peak %d threads, %s fds (baseline %d, %s); a line "
                  "among 60 silent connections took %.3f s"
                  % (took["cycles"], served, 2300 / served, pings, worst, peak_threads,
                     peak_fds, server.base_threads, server.base_fds, latency))
-        self.assertLess(worst, 1.0)
+        if winproc.under_wine():
+            with self.subTest("the pair's latency during the storm"):
+                self.skipTest("not a figure of the server under Wine, whose wineserver serves "
+                              "every socket call of every process in one thread (%.1f s)" % worst)
+        else:
+            self.assertLess(worst, 1.0)
         self.assert_healthy(server)
 
     def assert_keepalive(self, server: ServerProcess, client: Peer) -> None:
@@ -553,7 +560,8 @@ class ConnectionTest(HostileCase):
             sock.close()
         wait_until(lambda: proc_threads(pid) == server.base_threads + 1, 5,
                    "the silent connections' threads to end")
-        wait_until(lambda: proc_fds(pid) == server.base_fds + 1, 5, "their descriptors closed")
+        if fds_counted(self):
+            wait_until(lambda: proc_fds(pid) == server.base_fds + 1, 5, "their descriptors closed")
         wait_until(lambda: self.names_in_file(server) == ["other"], 5, "clients.json")
         measured("password server, --max-per-address 5: 20 silent connections hold %d "
                  "threads, %d turned away" % (5, turned_away))
@@ -608,7 +616,7 @@ class ProcessTest(HostileCase):
         victim = self.client_process(server.port, "victim")
         alice.expect(r"-- victim joined$")
         killed = time.monotonic()
-        victim.proc.send_signal(signal.SIGKILL)
+        victim.proc.kill()
         alice.expect(r"-- victim left \(connection lost\)$", timeout=1.0)
         measured("kill -9 of a client seen by the others after %.3f s"
                  % (time.monotonic() - killed))
@@ -616,7 +624,7 @@ class ProcessTest(HostileCase):
         piped = self.client_process(server.port, "piped")
         alice.expect(r"-- piped joined$")
         port = server.port
-        server.proc.send_signal(signal.SIGKILL)
+        server.proc.kill()
         server.proc.wait()
         alice.expect_closed()
         # The piped client says so and exits, even with its input still open.
@@ -629,9 +637,10 @@ class ProcessTest(HostileCase):
         self.addCleanup(again.__exit__)
         self.assertEqual(read_clients(again.clients_file), [])
         again.base_threads = server.base_threads
-        again.base_fds = proc_fds(again.proc.pid)
+        again.base_fds = None if WINDOWS else proc_fds(again.proc.pid)
         self.assert_healthy(again)
 
+    @unittest.skipIf(WINDOWS, "needs a POSIX pty (Windows' interactive client is tested with fakes)")
     def test_interactive_client_reconnects_after_a_server_kill(self):
         server = self.start_server()
         port = server.port
@@ -639,7 +648,7 @@ class ProcessTest(HostileCase):
         self.addCleanup(tty.close)
         watcher = self.joined(server, "watcher")
         tty.expect("welcome, x", 5)
-        server.proc.send_signal(signal.SIGKILL)
+        server.proc.kill()
         server.proc.wait()
         tty.expect("reconnecting", 5)
         again = ServerProcess(clients_file=server.clients_file, port=port)

@@ -289,6 +289,25 @@ class LagTest(unittest.TestCase):
         self.assertFalse(self.crowded())
         self.assertEqual(dict(self.writer.lagging_groups), {})
 
+    def test_a_dropped_member_stops_counting_before_its_reader_notices(self):
+        # Two healthy members lag behind three that were dropped as too
+        # slow; the dropped ones' readers have not left yet (on Windows
+        # they notice only at their next wake-up). The room is two members
+        # now, both lagging: readers must pause, or the next burst drops
+        # the healthy ones too.
+        dropped = [self.queue("192.0.2.%d" % i) for i in range(1, 4)]
+        healthy = [self.queue("192.0.2.%d" % i) for i in range(5, 7)]
+        with self.writer.lock:
+            for item in dropped:
+                self.writer.end(item, "too slow")
+        for item in healthy:
+            self.lag(item)
+        self.assertTrue(self.crowded())
+        with self.writer.lock:
+            for item in dropped:
+                self.writer.retire(item)      # counted once, not twice
+            self.assertEqual(sum(self.writer.open_groups.values()), 2)
+
     def test_one_address_alone_still_pauses_when_most_lag(self):
         # Everyone behind one address (a NAT, or the benchmark on loopback).
         items = [self.queue("127.0.0.1") for _ in range(3)]

@@ -3,11 +3,11 @@ real socket with a small hand-written client."""
 
 import base64
 import os
-import select
 import socket
 import struct
 import subprocess
 import sys
+import threading
 import time
 import unittest
 from typing import List, Optional, Tuple
@@ -568,17 +568,16 @@ class EchoServerTest(unittest.TestCase):
         self.assertEqual(errors, b"")
 
     def read_line(self, stream) -> bytes:
-        deadline = time.monotonic() + TIMEOUT
-        line = b""
-        while not line.endswith(b"\n"):
-            remaining = deadline - time.monotonic()
-            if remaining <= 0 or not select.select([stream], [], [], remaining)[0]:
-                self.fail("no line from ws_echo.py within %.0f s: %r" % (TIMEOUT, line))
-            byte = os.read(stream.fileno(), 1)
-            if not byte:
-                self.fail("ws_echo.py ended: %r" % (line + self.process.stderr.read()))
-            line += byte
-        return line
+        """A line of stream, read in a thread (Windows cannot select() a pipe)."""
+        got = []
+        reader = threading.Thread(target=lambda: got.append(stream.readline()), daemon=True)
+        reader.start()
+        reader.join(TIMEOUT)
+        if not got:
+            self.fail("no line from ws_echo.py within %.0f s" % TIMEOUT)
+        if not got[0].endswith(b"\n"):
+            self.fail("ws_echo.py ended: %r" % (got[0] + self.process.stderr.read()))
+        return got[0].rstrip(b"\r\n") + b"\n"
 
     def read_exactly(self, count: int) -> bytes:
         while len(self.buffer) < count:

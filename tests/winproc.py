@@ -103,3 +103,11 @@ if sys.platform == "win32":
             # The table: a count and a reserved word, then the entries.
             entries = (_HandleEntry * count).from_buffer(buffer, 2 * ctypes.sizeof(ctypes.c_size_t))
             return sum(1 for entry in entries if entry.UniqueProcessId == pid)
+
+
+def under_wine() -> bool:
+    """Whether this is Windows Python under Wine (its ntdll says so)."""
+    if sys.platform != "win32":
+        return False
+    import ctypes
+    return hasattr(ctypes.WinDLL("ntdll"), "wine_get_version")

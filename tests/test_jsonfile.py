@@ -10,7 +10,7 @@ import threading
 import time
 import unittest
 
-from broadcast_chat import atomicfile
+from broadcast_chat import jsonfile
 
 WINDOWS = sys.platform == "win32"
 HOLDER = (
@@ -36,33 +36,33 @@ class FileCase(unittest.TestCase):
 class WriteTest(FileCase):
     def test_write_then_read(self):
         value = [{"name": "al\u00efce", "address": "127.0.0.1:4000"}]
-        atomicfile.write_json_atomic(self.path, value)
-        self.assertEqual(atomicfile.read_json(self.path), value)
+        jsonfile.write_json_atomic(self.path, value)
+        self.assertEqual(jsonfile.read_json(self.path), value)
         with open(self.path, encoding="utf-8") as handle:
             self.assertTrue(handle.read().endswith("]\n"))
         self.assertEqual(self.leftovers(), [])
 
     @unittest.skipIf(WINDOWS, "POSIX file modes")
     def test_readable_by_its_owner_only(self):
-        atomicfile.write_json_atomic(self.path, [])
+        jsonfile.write_json_atomic(self.path, [])
         self.assertEqual(os.stat(self.path).st_mode & 0o777, 0o600)
 
     def test_a_failed_write_keeps_the_old_file_and_leaves_nothing(self):
-        atomicfile.write_json_atomic(self.path, [1])
+        jsonfile.write_json_atomic(self.path, [1])
         with self.assertRaises(TypeError):
-            atomicfile.write_json_atomic(self.path, [object()])
-        self.assertEqual(atomicfile.read_json(self.path), [1])
+            jsonfile.write_json_atomic(self.path, [object()])
+        self.assertEqual(jsonfile.read_json(self.path), [1])
         self.assertEqual(self.leftovers(), [])
 
     def test_read_json_default_for_a_missing_or_broken_file(self):
-        self.assertEqual(atomicfile.read_json(self.path, "none"), "none")
+        self.assertEqual(jsonfile.read_json(self.path, "none"), "none")
         with open(self.path, "w") as handle:
             handle.write("[1, 2")
-        self.assertEqual(atomicfile.read_json(self.path, "none"), "none")
+        self.assertEqual(jsonfile.read_json(self.path, "none"), "none")
 
     def test_a_reader_never_sees_a_partial_file(self):
         values = [list(range(n)) for n in (0, 3000, 10, 5000, 1)]
-        atomicfile.write_json_atomic(self.path, values[0])
+        jsonfile.write_json_atomic(self.path, values[0])
         stop = threading.Event()
         seen = []
 
@@ -71,13 +71,13 @@ class WriteTest(FileCase):
             # on Windows a reader that never lets go keeps every write out
             # (see test_a_reader_that_keeps_it_longer_than_the_patience...).
             while not stop.is_set():
-                seen.append(atomicfile.read_json(self.path, "unreadable"))
+                seen.append(jsonfile.read_json(self.path, "unreadable"))
                 time.sleep(0.002)
         reader = threading.Thread(target=read)
         reader.start()
         try:
             for i in range(200):
-                atomicfile.write_json_atomic(self.path, values[i % len(values)])
+                jsonfile.write_json_atomic(self.path, values[i % len(values)])
         finally:
             stop.set()
             reader.join()
@@ -102,7 +102,7 @@ class PatienceTest(unittest.TestCase):
 
     def test_windows_tries_again_until_it_works(self):
         action, calls = self.refusing(4)
-        self.assertEqual(atomicfile.patiently(action, 1.0, windows=True), "done")
+        self.assertEqual(jsonfile.patiently(action, 1.0, windows=True), "done")
         self.assertEqual(len(calls), 5)
         self.assertLess(calls[-1] - calls[0], 0.5)      # 1 + 2 + 4 + 8 ms of waiting
 
@@ -110,7 +110,7 @@ class PatienceTest(unittest.TestCase):
         action, calls = self.refusing(10 ** 6)
         started = time.monotonic()
         with self.assertRaises(PermissionError):
-            atomicfile.patiently(action, 0.2, windows=True)
+            jsonfile.patiently(action, 0.2, windows=True)
         took = time.monotonic() - started
         self.assertGreaterEqual(took, 0.2)
         self.assertLess(took, 1.0)
@@ -120,7 +120,7 @@ class PatienceTest(unittest.TestCase):
     def test_posix_raises_at_once(self):
         action, calls = self.refusing(1)
         with self.assertRaises(PermissionError):
-            atomicfile.patiently(action, 1.0, windows=False)
+            jsonfile.patiently(action, 1.0, windows=False)
         self.assertEqual(len(calls), 1)
 
     def test_other_errors_are_not_retried(self):
@@ -130,7 +130,7 @@ class PatienceTest(unittest.TestCase):
             calls.append(1)
             raise FileNotFoundError(2, "gone")
         with self.assertRaises(FileNotFoundError):
-            atomicfile.patiently(action, 1.0, windows=True)
+            jsonfile.patiently(action, 1.0, windows=True)
         self.assertEqual(calls, [1])
 
 
@@ -138,7 +138,7 @@ class PatienceTest(unittest.TestCase):
 class WindowsSharingTest(FileCase):
     def setUp(self) -> None:
         super().setUp()
-        atomicfile.write_json_atomic(self.path, ["old"])
+        jsonfile.write_json_atomic(self.path, ["old"])
 
     def test_a_plain_replace_of_an_open_file_is_refused(self):
         # What the patience is for (and that this Windows, or Wine, behaves so).
@@ -163,9 +163,9 @@ class WindowsSharingTest(FileCase):
         releaser = threading.Thread(target=release)
         releaser.start()
         self.addCleanup(releaser.join)
-        atomicfile.write_json_atomic(self.path, ["new"])
+        jsonfile.write_json_atomic(self.path, ["new"])
         self.assertTrue(released, "the writer did not wait for the reader")
-        self.assertEqual(atomicfile.read_json(self.path), ["new"])
+        self.assertEqual(jsonfile.read_json(self.path), ["new"])
         self.assertEqual(self.leftovers(), [])
 
     def test_the_writer_waits_for_another_process_that_holds_the_file(self):
@@ -181,7 +181,7 @@ class WindowsSharingTest(FileCase):
 
         def write() -> None:
             try:
-                atomicfile.write_json_atomic(self.path, ["new"], patience=10)
+                jsonfile.write_json_atomic(self.path, ["new"], patience=10)
             except OSError as exc:
                 errors.append(exc)
             done.set()
@@ -193,15 +193,15 @@ class WindowsSharingTest(FileCase):
         writer.join(10)
         self.assertTrue(done.is_set())
         self.assertEqual(errors, [])
-        self.assertEqual(atomicfile.read_json(self.path), ["new"])
+        self.assertEqual(jsonfile.read_json(self.path), ["new"])
 
     def test_a_reader_that_keeps_it_longer_than_the_patience_gets_the_error(self):
         with open(self.path, encoding="utf-8"):
             started = time.monotonic()
             with self.assertRaises(PermissionError):
-                atomicfile.write_json_atomic(self.path, ["new"], patience=0.2)
+                jsonfile.write_json_atomic(self.path, ["new"], patience=0.2)
             self.assertGreaterEqual(time.monotonic() - started, 0.2)
-        self.assertEqual(atomicfile.read_json(self.path), ["old"])
+        self.assertEqual(jsonfile.read_json(self.path), ["old"])
         self.assertEqual(self.leftovers(), [])
 
 

@@ -1,0 +1,78 @@
+"""The server stops cleanly on a signal raised inside its own process: the
+path that Ctrl-C, Ctrl-Break (Windows) and SIGTERM take. On every platform,
+since a signal sent from outside cannot stop a Windows process cleanly
+(see support.needs_posix_signals): here a thread of the server raises it
+when a line comes on its standard input."""
+
+import re
+import signal
+import subprocess
+import time
+import unittest
+
+from tests.support import PYTHON, ROOT, ServerProcess, ServerTestCase, drain
+
+RAISE_ON_INPUT = (
+    "import os, signal, sys, threading\n"
+    "sys.path.insert(0, %r)\n"
+    "from broadcast_chat.server import main\n"
+    "signum = getattr(signal, sys.argv.pop(1))\n"
+    "def stop():\n"
+    "    sys.stdin.readline()\n"
+    "    if hasattr(signal, 'raise_signal'):\n"
+    "        signal.raise_signal(signum)\n"
+    "    else:\n"    # Python 3.6 and 3.7: POSIX only, where this is the same
+    "        os.kill(os.getpid(), signum)\n"
+    "threading.Thread(target=stop, daemon=True).start()\n"
+    "sys.exit(main(sys.argv[1:]))\n" % ROOT)
+
+
+class RaisedSignalTest(ServerTestCase):
+    def setUp(self) -> None:
+        pass    # each test starts its own server
+
+    def start_stoppable(self, signal_name: str) -> ServerProcess:
+        server = ServerProcess()
+        server.command = [PYTHON, "-c", RAISE_ON_INPUT, signal_name]
+        self.addCleanup(server.__exit__)
+        proc = subprocess.Popen(server.command + server.args, cwd=server.folder,
+                                stdin=subprocess.PIPE, stdout=subprocess.PIPE,
+                                stderr=subprocess.PIPE, env=server.env)
+        server.proc = proc
+        server._threads = [drain(proc.stdout, server.log), drain(proc.stderr, server.errors)]
+        server.port = int(server.log.expect(r"^Server running on \S+:(\d+)$").group(1))
+        return server
+
+    def check_stop(self, signal_name: str) -> None:
+        server = self.start_stoppable(signal_name)
+        alice, bob = self.peer("alice", server), self.peer("bob", server)
+        alice.expect(r"-- bob joined$")
+        server.wait_clients(lambda r: len(r) == 2)
+        started = time.monotonic()
+        server.proc.stdin.write(b"stop\n")
+        server.proc.stdin.close()
+        for peer in (alice, bob):
+            lines = peer.expect_closed()
+            self.assertTrue(lines, "no goodbye")
+            self.assertRegex(lines[-1], r"^\d\d:\d\d -- server shutting down$")
+            self.assertFalse([line for line in lines if re.search(r"left", line)])
+        rc = server.wait(3)
+        self.assertLess(time.monotonic() - started, 2.0)
+        self.assertEqual(rc, 0)
+        self.assertEqual(server.errors.text(), "")
+        self.assertEqual(server.clients(), [])
+        server.log.expect(r" stop server stopped$")
+
+    def test_ctrl_c(self):
+        self.check_stop("SIGINT")
+
+    @unittest.skipUnless(hasattr(signal, "SIGBREAK"), "Ctrl-Break is Windows'")
+    def test_ctrl_break(self):
+        self.check_stop("SIGBREAK")
+
+    def test_sigterm(self):
+        self.check_stop("SIGTERM")
+
+
+if __name__ == "__main__":
+    unittest.main()
