@@ -119,6 +119,7 @@ class HistoryFile(threading.Thread):
         self.failing = False
         self.stopped = threading.Event()
         self.written = 0        # events written (tests and the log)
+        self.db = None     # type: Optional[sqlite3.Connection]
         try:
             self.db = sqlite3.connect(path, isolation_level=None, check_same_thread=False)
             self.db.execute("PRAGMA busy_timeout=2000")
@@ -132,13 +133,22 @@ class HistoryFile(threading.Thread):
             self.epoch = self._meta("epoch", lambda: os.urandom(6).hex())
             self.secret = bytes.fromhex(self._meta("secret", lambda: os.urandom(32).hex()))
         except sqlite3.OperationalError as exc:     # cannot open, locked, read-only
+            self._close_db()
             raise HistoryError("cannot use the history file %s: %s" % (path, exc))
         except (sqlite3.Error, ValueError) as exc:  # not a database, or damaged
+            self._close_db()
             raise HistoryError("cannot use the history file %s: %s (move it away to start "
                                "afresh)" % (path, exc))
         if mode.lower() != "wal":
             log("error", "history file %s: WAL mode refused (%s): writes may wait for readers"
                 % (path, mode))
+
+    def _close_db(self) -> None:
+        """Let go of a file that cannot be used (Windows cannot move or
+        delete a file still open)."""
+        if self.db is not None:
+            self.db.close()
+            self.db = None
 
     def _meta(self, key: str, make: Callable[[], str]) -> str:
         row = self.db.execute("SELECT value FROM meta WHERE key = ?", (key,)).fetchone()
