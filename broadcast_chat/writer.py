@@ -113,14 +113,18 @@ class Writer(threading.Thread):
             self.end(queue, "too slow: send queue over %d bytes" % self.queue_limit)
             return
         if not queue.scheduled:
-            if direct and not self.stopping and not queue.retired:
+            if direct and not self.stopping:
                 failure = self.write(queue, [piece])
                 if failure:
                     self.end(queue, failure)
                 elif queue.unsent:
                     self._schedule(queue)   # the Writer watches it until it drains
                 return
-            self._schedule(queue)
+            # _schedule(), inline: this runs for every member of every line.
+            queue.scheduled = True
+            self.ready.append(queue)
+            if not self.awake:
+                self._wake()
         queue.pieces.append(piece)
         queue.queued += len(piece)
         if queue.queued > self.lag_bytes and not queue.lagging:
@@ -269,8 +273,12 @@ class Writer(threading.Thread):
                 batch = list(dict.fromkeys(self.ready + writable))   # once each, in order
                 self.ready = []
                 jobs = [(queue, self._take(queue)) for queue in batch]
-            failed = [(queue, self.write(queue, pieces)) for queue, pieces in jobs]
-            more = self._settle(jobs, [(q, reason) for q, reason in failed if reason])
+            failed = []
+            for queue, pieces in jobs:
+                reason = self.write(queue, pieces)
+                if reason:
+                    failed.append((queue, reason))
+            more = self._settle(jobs, failed)
             if self._close_retired():
                 return
 
@@ -312,7 +320,8 @@ class Writer(threading.Thread):
                 if queue.unsent:
                     self._watch(queue, True)
                     continue
-                self._watch(queue, False)
+                if queue.watched:
+                    self._watch(queue, False)
                 if queue.pieces:
                     self.ready.append(queue)    # past max_write: go on
                     more = True
@@ -371,7 +380,7 @@ class Writer(threading.Thread):
             sent = 0
         except OSError:
             sent = size         # broken: its reader sees the end
-        if sent:
+        if sent and queue.lagging:      # only a lagging queue is checked for stalls
             queue.progress_at = time.monotonic()
         queue.unsent = unsent_part(wire, sent) if sent < size else []
         return None
