@@ -276,6 +276,7 @@ class Client:
     def __init__(self, options: argparse.Namespace, out: TextIO = sys.stdout) -> None:
         self.options = options
         self.out = out
+        self.encoding = getattr(out, "encoding", None)    # what it cannot show is escaped
         self.interactive = sys.stdin.isatty() and out.isatty()
         self.colour = want_colour(options.no_color, out)
         self.name = options.name or name_from_hostname(socket.gethostname())
@@ -302,7 +303,7 @@ class Client:
     # -- output -------------------------------------------------------------
 
     def prompt(self) -> str:
-        return self.name + "> "
+        return display.encodable(self.name + "> ", self.encoding)
 
     def show(self, got: Received) -> None:
         """Show what the server sent: an object of the JSON format, or a line."""
@@ -314,6 +315,7 @@ class Client:
 
     def print_line(self, text: str) -> None:
         """Print a line above the prompt, keeping what is half typed."""
+        text = display.encodable(text, self.encoding)
         if self.interactive:
             text = display.hang(text, shutil.get_terminal_size().columns)
         with self.print_lock:

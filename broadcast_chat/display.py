@@ -87,6 +87,20 @@ def render_event(event: Dict[str, Any], me: str, colour: bool) -> List[str]:
     return []
 
 
+def encodable(text: str, encoding: Optional[str]) -> str:
+    """text as the stream's encoding can carry it: what it cannot (an emoji
+    on an ASCII terminal) becomes a visible escape such as \\U0001f600."""
+    if not encoding:
+        return text
+    try:
+        text.encode(encoding)
+    except UnicodeEncodeError:
+        return text.encode(encoding, "backslashreplace").decode(encoding)
+    except LookupError:     # an encoding Python does not know: nothing to check against
+        pass
+    return text
+
+
 def notice(lead: str, text: str, colour: bool) -> str:
     line = "-- " + text
     return lead + (YELLOW + line + RESET if colour else line)

@@ -141,6 +141,20 @@ class PipeClientTest(ClientTestCase):
         bob.expect(r"<bot> \ufffd\ufffd bad$")     # shown by the server as U+FFFD
         bob.expect(r"<bot> after$")
 
+    def test_an_ascii_output_shows_an_emoji_escaped_and_keeps_reading(self):
+        bob = self.peer("bob")
+        client = ClientProcess(self.server.port, "--name", "bot",
+                               env=child_env(PYTHONIOENCODING="ascii"))
+        self.addCleanup(client.kill)
+        bob.expect(r"-- bot joined$")
+        bob.send("smile \U0001f600 caf\u00e9")
+        bob.send("after")
+        client.expect(r"^\d\d:\d\d <bob> smile \\U0001f600 caf\\xe9$")
+        client.expect(r"^\d\d:\d\d <bob> after$")
+        code, error = client.finish()
+        self.assertEqual(code, 0)
+        self.assertEqual(error, "")
+
     def test_a_full_server_says_so(self):
         server = self.start_server("--max-clients", "1")
         bob = self.peer("bob", server=server)
@@ -309,6 +323,18 @@ class TerminalClientTest(ClientTestCase):
         tty.wait_reading()
         tty.type("\x04")
         self.assertEqual(tty.wait(), 0)
+
+    def test_a_c_locale_terminal_shows_an_emoji_escaped_and_keeps_reading(self):
+        bob = self.peer("bob")
+        # PYTHONUTF8=0: Python 3.7+ would otherwise read the C locale as UTF-8.
+        tty = self.joined(bob, "--no-color", env={"LC_ALL": "C", "PYTHONUTF8": "0"})
+        bob.send("smile \U0001f600")
+        bob.send("after")
+        tty.expect(r"<bob> smile \\U0001f600\r\n")
+        tty.expect(r"<bob> after\r\n")
+        tty.type("ok\r")
+        bob.expect(r"<tty> ok$")
+        self.assertNoTraceback(tty.text())
 
     def test_server_shutdown_is_shown(self):
         bob = self.peer("bob")
