@@ -23,6 +23,7 @@ import time
 from typing import Any, Callable, Dict, Iterable, Iterator, List, Optional, TextIO, Union
 
 from . import __version__, display, terminal
+from .pacer import Pacer
 from .config import DEFAULT_HOST, DEFAULT_PORT
 from .net import format_address, is_loopback
 from .protocol import LineFramer, TokenBucket
@@ -287,6 +288,8 @@ class Client:
         self.send_lock = threading.Lock()
         self.print_lock = threading.Lock()
         self.at_prompt = False  # input() shows the prompt: redraw it after a line
+        self.transient = False  # the line above the prompt is a status to update in place
+        self.pacer = None       # type: Optional[Pacer]  sends what is typed, paced
         self.quitting = threading.Event()
         self.reader_done = threading.Event()
         self.exit_code = 0
@@ -313,12 +316,17 @@ class Client:
         for line in display.render_event(got, self.name, self.colour):
             self.print_line(line)
 
-    def print_line(self, text: str) -> None:
-        """Print a line above the prompt, keeping what is half typed."""
+    def print_line(self, text: str, transient: bool = False) -> None:
+        """Print a line above the prompt, keeping what is half typed. On a
+        terminal a transient line (a status that changes) is replaced by the
+        next transient one if nothing came in between."""
         text = display.encodable(text, self.encoding)
         if self.interactive:
             text = display.hang(text, shutil.get_terminal_size().columns)
         with self.print_lock:
+            if self.interactive and self.transient and transient:
+                text = "\033[1A\r\033[2K" + text     # up over the last status
+            self.transient = transient and self.interactive and "\n" not in text
             if not (self.interactive and self.at_prompt):
                 self.out.write(text + "\n")
             elif self.redraw is not None:
@@ -331,8 +339,13 @@ class Client:
                 self.out.write("\r\033[2K" + text + "\n" + self.prompt() + typed)
             self.out.flush()
 
-    def status(self, text: str) -> None:
-        self.print_line(display.status_line(text, self.colour))
+    def status(self, text: str, transient: bool = False) -> None:
+        self.print_line(display.status_line(text, self.colour), transient)
+
+    def tell_pacing(self, waiting: int) -> None:
+        """One status line when lines typed or pasted have to wait their turn."""
+        rate = self.pacer.bucket.rate if self.pacer else 0
+        self.status("sending at %g lines a second, the limit this server sets" % rate)
 
     def problem(self, text: str) -> None:
         self.print_line(display.error_line(text, self.colour))
@@ -465,6 +478,7 @@ class Client:
 
     def type_loop(self) -> None:
         """The person's side: read lines at a prompt until /quit, ^D or ^C."""
+        self.pacer = Pacer(self.pace(), self.send, self.tell_pacing)
         if self._type_lines():
             self.quitting.set()
         else:
@@ -483,8 +497,13 @@ class Client:
                 continue
             finally:
                 self.at_prompt = False
-            if text.strip():
-                self.send(text)
+                with self.print_lock:
+                    self.transient = False      # Enter moved the screen on
+            # A paste that readline took as one line (bracketed paste) is
+            # still sent as the lines it was.
+            for line in text.splitlines():
+                if line.strip():
+                    self.pacer.put(line)
             if text.split(" ", 1)[0].lower() == "/quit":
                 return True
         return False
@@ -535,7 +554,9 @@ class Client:
 
     def quit(self) -> None:
         self.quitting.set()
-        if self.conn is not None:
+        if self.pacer is not None and self.pacer.pending():
+            self.pacer.put("/quit")     # after the lines still waiting
+        elif self.conn is not None:
             try:
                 self.conn.send_line("/quit")
             except OSError:
@@ -554,10 +575,16 @@ class Client:
                 else:
                     self.pipe_loop(pipe_lines(sys.stdin.fileno()))
             except KeyboardInterrupt:
+                if self.pacer is not None:
+                    self.pacer.clear()
                 if self.exit_code == 0:
                     self.quit()
             if self.interactive:
                 self.out.write("\n")
+            # Lines still being paced out first; ^C drops them.
+            while self.pacer is not None and not self.pacer.wait_sent(0.1):
+                if self.reader_done.is_set():
+                    break
             # The server answers /quit and closes: then every line was handled.
             self.reader_done.wait(QUIT_TIMEOUT)
         except KeyboardInterrupt:   # a lost connection, or ^C again

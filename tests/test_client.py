@@ -336,6 +336,20 @@ class TerminalClientTest(ClientTestCase):
         bob.expect(r"<tty> ok$")
         self.assertNoTraceback(tty.text())
 
+    def test_a_paste_is_paced_under_the_flood_limit_and_arrives_whole(self):
+        server = self.start_server("--rate-limit", "50", "--burst", "10")
+        bob = self.peer("bob", server)
+        tty = self.joined(bob, "--no-color", port=server.port)
+        count = 150
+        tty.type("".join("pasted %d\r" % i for i in range(count)))     # one write
+        got = [int(bob.expect(r"<tty> pasted (\d+)$").group(1)) for _ in range(count)]
+        self.assertEqual(got, list(range(count)))
+        self.assertNotIn("flood", tty.text())
+        self.assertEqual(len(re.findall(r"-- sending at 45 lines a second", tty.text())), 1,
+                         tty.text()[-800:])
+        tty.type("/quit\r")
+        self.assertEqual(tty.wait(), 0)
+
     def test_server_shutdown_is_shown(self):
         bob = self.peer("bob")
         tty = self.joined(bob, "--no-reconnect", "--no-color")
