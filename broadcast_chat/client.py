@@ -43,11 +43,13 @@ Received = Union[Dict[str, Any], str]   # an object of the JSON format, or a lin
 
 
 class ChatError(Exception):
-    """A problem to tell the person in one line, then exit with .code."""
+    """A problem to tell the person in one line, then exit with .code.
+    final: the server refused us, so trying again would not help."""
 
-    def __init__(self, message: str, code: int = 1) -> None:
+    def __init__(self, message: str, code: int = 1, final: bool = False) -> None:
         super().__init__(message)
         self.code = code
+        self.final = final
 
 
 class StreamPosition:
@@ -133,7 +135,7 @@ class Connection:
                     if "match" in reason else
                     " (for a self-signed certificate use --cafile CERT)"
                     if "certificate" in reason else "")
-            raise ChatError("TLS handshake failed: %s%s" % (reason, hint))
+            raise ChatError("TLS handshake failed: %s%s" % (reason, hint), final=True)
         except (OSError, ConnectionError) as exc:
             self.close()
             raise ChatError("TLS handshake failed: %s" % (getattr(exc, "strerror", None) or exc))
@@ -198,7 +200,7 @@ class Connection:
             # lines arrive: what it said is still there to read.
             refusal = self.refusal()
             if refusal:
-                raise ChatError(refusal)
+                raise ChatError(refusal, final=True)
             raise ChatError("lost the connection while joining: %s" % (
                 getattr(exc, "strerror", None) or exc))
 
@@ -235,10 +237,10 @@ class Connection:
                 # error line of the text format.
                 if got.startswith("HTTP/"):
                     raise ChatError("that is a web server, not a chat server: "
-                                    "check --host and --port")
+                                    "check --host and --port", final=True)
                 line = parse_server_line(got)
                 if line.kind == "error":
-                    raise ChatError(line.text)
+                    raise ChatError(line.text, final=True)
                 continue
             kind, code = got.get("type"), got.get("code")
             position.see(got)
@@ -255,13 +257,13 @@ class Connection:
             elif kind == "error" and code == "name_taken":
                 attempt += 1
                 if attempt >= 100:
-                    raise ChatError("no free variant of the name %s" % wanted)
+                    raise ChatError("no free variant of the name %s" % wanted, final=True)
                 name = name_variant(wanted, attempt)
                 self.send_line("/nick " + name)
             elif kind == "error" and code == "name_invalid":
-                raise ChatError(str(got.get("text")), code=2)
+                raise ChatError(str(got.get("text")), code=2, final=True)
             elif kind == "error":
-                raise ChatError(str(got.get("text")))
+                raise ChatError(str(got.get("text")), final=True)
             else:
                 say(got)
 
@@ -294,6 +296,7 @@ class Client:
         self.reader_done = threading.Event()
         self.exit_code = 0
         self.refused = 0
+        self.dropped = False    # the server ended the connection on purpose: no reconnect
         self.tls_context = client_tls_context(options)
         self.password = read_password(options.password_file, os.environ)
         if self.password and not self.tls_context and not is_loopback(options.host):
@@ -373,8 +376,12 @@ class Client:
                 if got is not None:
                     self.receive(got)
                     continue
-                if self.quitting.is_set() or not self.interactive or self.options.no_reconnect:
-                    if not self.quitting.is_set():
+                if (self.quitting.is_set() or not self.interactive or self.dropped
+                        or self.options.no_reconnect):
+                    if self.dropped:
+                        self.exit_code = 1
+                        self.interrupt_main()
+                    elif not self.quitting.is_set():
                         self.status("connection to the server lost")
                         self.exit_code = 1
                         self.interrupt_main()
@@ -392,6 +399,12 @@ class Client:
             kind, code = got.get("type"), got.get("code")
             if kind == "error" and code in REFUSED_CODES:
                 self.refused += 1
+            elif kind == "error" and code == "disconnected":
+                # Dropped for a reason of ours (idle, flooding, our name
+                # taken over by a new connection): coming back would not help.
+                self.dropped = True
+                if self.interactive and not self.options.no_reconnect:
+                    got = dict(got, text="%s; not reconnecting" % got.get("text"))
             elif kind == "reply" and code == "renamed":
                 new = got.get("name")
                 if isinstance(new, str) and new:
@@ -416,7 +429,16 @@ class Client:
                 with self.send_lock:
                     sent = self.send_unsent(conn)
                     self.conn = conn
-            except (ChatError, OSError) as exc:
+            except ChatError as exc:
+                if exc.final:
+                    self.problem("%s; not reconnecting" % exc)
+                    self.exit_code = 1
+                    self.interrupt_main()
+                    return False
+                self.status("%s; trying again in %d s" % (exc, min(delay * 2, BACKOFF_MAX)))
+                delay = min(delay * 2, BACKOFF_MAX)
+                continue
+            except OSError as exc:
                 self.status("%s; trying again in %d s" % (exc, min(delay * 2, BACKOFF_MAX)))
                 delay = min(delay * 2, BACKOFF_MAX)
                 continue

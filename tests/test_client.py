@@ -1,9 +1,12 @@
 """client.py end to end: through a pipe, and on a pseudo-terminal."""
 
+import os
 import re
+import shutil
 import signal
 import socket
 import subprocess
+import tempfile
 import unittest
 
 from tests.support import (CLIENT, PYTHON, ROOT, TIMEOUT, ClientProcess, ServerTestCase,
@@ -349,6 +352,34 @@ class TerminalClientTest(ClientTestCase):
                          tty.text()[-800:])
         tty.type("/quit\r")
         self.assertEqual(tty.wait(), 0)
+
+    def test_dropped_for_idling_says_why_and_does_not_reconnect(self):
+        server = self.start_server("--idle-timeout", "1")
+        tty = self.terminal("--name", "tty", "--no-color", port=server.port)
+        tty.expect(r"-- welcome, tty! ")
+        tty.expect(r"!! disconnected: idle for more than 1 s; not reconnecting\r\n")
+        self.assertEqual(tty.wait(), 1)
+        self.assertEqual(len(re.findall(r"welcome, tty!", tty.text())), 1, tty.text())
+        self.assertNotIn("reconnecting (", tty.text())
+        self.assertNoTraceback(tty.text())
+
+    def test_a_wrong_password_after_a_restart_ends_the_reconnecting(self):
+        folder = tempfile.mkdtemp(prefix="chat-test-")
+        self.addCleanup(shutil.rmtree, folder, True)
+        old, new = os.path.join(folder, "old"), os.path.join(folder, "new")
+        for path, secret in ((old, "first secret\n"), (new, "second secret\n")):
+            with open(path, "w") as handle:
+                handle.write(secret)
+        port = free_port()
+        first = self.start_server("--password-file", old, port=port)
+        tty = self.terminal("--name", "tty", "--no-color", "--password-file", old, port=port)
+        tty.expect(r"-- welcome, tty! ")
+        first.kill()
+        tty.expect(r"-- connection lost; reconnecting")
+        self.start_server("--password-file", new, port=port)
+        tty.expect(r"!! wrong password; not reconnecting\r\n")
+        self.assertEqual(tty.wait(), 1)
+        self.assertNoTraceback(tty.text())
 
     def test_server_shutdown_is_shown(self):
         bob = self.peer("bob")
