@@ -44,12 +44,15 @@ Received = Union[Dict[str, Any], str]   # an object of the JSON format, or a lin
 
 class ChatError(Exception):
     """A problem to tell the person in one line, then exit with .code.
-    final: the server refused us, so trying again would not help."""
+    final: the server refused us, so trying again would not help; brief:
+    the message without advice, for a status line while reconnecting."""
 
-    def __init__(self, message: str, code: int = 1, final: bool = False) -> None:
+    def __init__(self, message: str, code: int = 1, final: bool = False,
+                 brief: Optional[str] = None) -> None:
         super().__init__(message)
         self.code = code
         self.final = final
+        self.brief = brief or message
 
 
 class StreamPosition:
@@ -107,10 +110,11 @@ class Connection:
         except socket.gaierror:
             raise ChatError("cannot find the host %s" % host)
         except ConnectionRefusedError:
-            raise ChatError("cannot connect to %s: nothing is listening there. "
-                            "Is the server running? Start it with: python3 server.py%s"
-                            % (format_address((host, port)),
-                               "" if port == DEFAULT_PORT else " --port %d" % port))
+            refused = "cannot connect to %s: nothing is listening there" % format_address(
+                (host, port))
+            raise ChatError("%s. Is the server running? Start it with: python3 server.py%s"
+                            % (refused, "" if port == DEFAULT_PORT else " --port %d" % port),
+                            brief=refused)
         except OSError as exc:
             raise ChatError("cannot connect to %s: %s" % (format_address((host, port)),
                                                          exc.strerror or exc))
@@ -293,6 +297,7 @@ class Client:
         self.transient = False  # the line above the prompt is a status to update in place
         self.pacer = None       # type: Optional[Pacer]  sends what is typed, paced
         self.quitting = threading.Event()
+        self.wake = threading.Event()   # set to end a wait between reconnects early
         self.reader_done = threading.Event()
         self.exit_code = 0
         self.refused = 0
@@ -421,33 +426,35 @@ class Client:
         self.show(got)
 
     def reconnect(self) -> bool:
+        """Join again, waiting 1, 2, 4 ... 30 s between tries (Enter at the
+        prompt: try now), each failure told on one status line updated in
+        place; False when quitting, or when the server refuses us."""
         delay = 1.0
-        self.status("connection lost; reconnecting (Ctrl-C to quit)")
-        while not self.quitting.wait(delay):
+        self.status("connection lost; reconnecting (Enter: try now, Ctrl-C: quit)")
+        while True:
+            self.wake.wait(delay)
+            self.wake.clear()
+            if self.quitting.is_set():
+                return False
             try:
                 conn = self.open_connection()
                 with self.send_lock:
                     sent = self.send_unsent(conn)
                     self.conn = conn
-            except ChatError as exc:
-                if exc.final:
+            except (ChatError, OSError) as exc:
+                if isinstance(exc, ChatError) and exc.final:
                     self.problem("%s; not reconnecting" % exc)
                     self.exit_code = 1
                     self.interrupt_main()
                     return False
-                self.status("%s; trying again in %d s" % (exc, min(delay * 2, BACKOFF_MAX)))
                 delay = min(delay * 2, BACKOFF_MAX)
+                self.status("%s; trying again in %d s" % (retry_reason(exc), delay), True)
                 continue
-            except OSError as exc:
-                self.status("%s; trying again in %d s" % (exc, min(delay * 2, BACKOFF_MAX)))
-                delay = min(delay * 2, BACKOFF_MAX)
-                continue
-            self.status("reconnected as %s" % self.name)
+            self.status("reconnected as %s" % self.name, True)
             if sent:
                 self.status("sent %d line%s typed while disconnected" % (
                     sent, "" if sent == 1 else "s"))
             return True
-        return False
 
     def send_unsent(self, conn: Connection) -> int:
         """Send the lines kept while disconnected, oldest first; how many.
@@ -503,6 +510,7 @@ class Client:
         self.pacer = Pacer(self.pace(), self.send, self.tell_pacing)
         if self._type_lines():
             self.quitting.set()
+            self.wake.set()
         else:
             self.quit()
 
@@ -521,6 +529,8 @@ class Client:
                 self.at_prompt = False
                 with self.print_lock:
                     self.transient = False      # Enter moved the screen on
+            if self.conn is None:
+                self.wake.set()     # Enter while disconnected: try again now
             # A paste that readline took as one line (bracketed paste) is
             # still sent as the lines it was.
             for line in text.splitlines():
@@ -576,6 +586,7 @@ class Client:
 
     def quit(self) -> None:
         self.quitting.set()
+        self.wake.set()
         if self.pacer is not None and self.pacer.pending():
             self.pacer.put("/quit")     # after the lines still waiting
         elif self.conn is not None:
@@ -614,6 +625,13 @@ class Client:
         if self.refused and self.exit_code == 0:
             self.exit_code = 1
         return self.exit_code
+
+
+def retry_reason(exc: BaseException) -> str:
+    """Why a reconnect failed, short enough for a status line."""
+    if isinstance(exc, ChatError):
+        return exc.brief
+    return "cannot connect: %s" % (getattr(exc, "strerror", None) or exc)
 
 
 def want_colour(disabled: bool, stream: TextIO) -> bool:

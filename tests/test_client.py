@@ -7,6 +7,7 @@ import signal
 import socket
 import subprocess
 import tempfile
+import time
 import unittest
 
 from tests.support import (CLIENT, PYTHON, ROOT, TIMEOUT, ClientProcess, ServerTestCase,
@@ -380,6 +381,24 @@ class TerminalClientTest(ClientTestCase):
         tty.expect(r"!! wrong password; not reconnecting\r\n")
         self.assertEqual(tty.wait(), 1)
         self.assertNoTraceback(tty.text())
+
+    def test_retries_update_one_status_line_and_enter_retries_at_once(self):
+        port = self.server.port
+        bob, tty = self.bob_and_tty()
+        self.server.kill()
+        tty.expect(r"-- connection lost; reconnecting")
+        tty.expect(r"\r\x1b\[2K\d\d:\d\d -- cannot connect to 127\.0\.0\.1:%d: nothing is "
+                   r"listening there; trying again in 2 s\r\n" % port)
+        # The next failure replaces that line: up one line, cleared.
+        tty.expect(r"\x1b\[1A\r\x1b\[2K\d\d:\d\d -- cannot connect .*; trying again in 4 s\r\n")
+        second = self.start_server(port=port)
+        carol = self.peer("carol", second)
+        pressed = time.monotonic()
+        tty.type("\r")     # instead of waiting the 4 s out
+        carol.expect(r"-- tty joined$")
+        self.assertLess(time.monotonic() - pressed, 3.0)
+        tty.expect(r"-- reconnected as tty")
+        self.assertNotIn("Start it with", tty.text())
 
     def test_server_shutdown_is_shown(self):
         bob = self.peer("bob")
