@@ -296,6 +296,7 @@ class Client:
         self.at_prompt = False  # input() shows the prompt: redraw it after a line
         self.transient = False  # the line above the prompt is a status to update in place
         self.pacer = None       # type: Optional[Pacer]  sends what is typed, paced
+        self.printed_below = 0  # lines printed since Enter, below the line entered
         self.quitting = threading.Event()
         self.wake = threading.Event()   # set to end a wait between reconnects early
         self.reader_done = threading.Event()
@@ -335,6 +336,8 @@ class Client:
             if self.interactive and self.transient and transient:
                 text = "\033[1A\r\033[2K" + text     # up over the last status
             self.transient = transient and self.interactive and "\n" not in text
+            if not self.at_prompt:
+                self.printed_below += 1
             if not (self.interactive and self.at_prompt):
                 self.out.write(text + "\n")
             elif self.redraw is not None:
@@ -349,6 +352,16 @@ class Client:
 
     def status(self, text: str, transient: bool = False) -> None:
         self.print_line(display.status_line(text, self.colour), transient)
+
+    def erase_typed(self, text: str) -> None:
+        """Take the line just entered off the screen: the server's echo of
+        it shows it as the others see it, in its place. Left alone if a
+        line was printed under it meanwhile."""
+        rows = display.rows(self.prompt() + text, shutil.get_terminal_size().columns)
+        with self.print_lock:
+            if self.printed_below == 0:
+                self.out.write("\033[%dA\r\033[J" % rows)
+                self.out.flush()
 
     def tell_pacing(self, waiting: int) -> None:
         """One status line when lines typed or pasted have to wait their turn."""
@@ -420,9 +433,9 @@ class Client:
                 return      # nothing to tell the person
             elif kind == "event" and got.get("history"):
                 pass        # earlier lines are shown, our own too
-            elif kind == "event":
+            elif kind == "event" and not self.interactive:
                 if got.get("kind") in ("message", "action") and got.get("from") == self.name:
-                    return      # our own line, already on screen as typed
+                    return      # our own line: what was piped in is not printed again
         self.show(got)
 
     def reconnect(self) -> bool:
@@ -526,9 +539,12 @@ class Client:
                 self.problem("that line was not valid text in this terminal's encoding: not sent")
                 continue
             finally:
-                self.at_prompt = False
                 with self.print_lock:
+                    self.at_prompt = False
                     self.transient = False      # Enter moved the screen on
+                    self.printed_below = 0
+            if text.strip():
+                self.erase_typed(text)
             if self.conn is None:
                 self.wake.set()     # Enter while disconnected: try again now
             # A paste that readline took as one line (bracketed paste) is

@@ -127,6 +127,12 @@ def _columns(ch: str) -> int:
     return 2 if unicodedata.east_asian_width(ch) in ("W", "F") else 1
 
 
+def rows(line: str, width: int) -> int:
+    """How many rows of a terminal width columns wide a line of plain text fills."""
+    used = sum(_columns(ch) for ch in line)
+    return max(1, (used - 1) // max(1, width) + 1)
+
+
 def hang(line: str, width: int, indent: int = HANG) -> str:
     """line wrapped at width columns by hand, each continuation indented:
     text padded to the terminal's edge can then never start a line of its

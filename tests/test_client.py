@@ -400,6 +400,18 @@ class TerminalClientTest(ClientTestCase):
         tty.expect(r"-- reconnected as tty")
         self.assertNotIn("Start it with", tty.text())
 
+    def test_own_lines_are_replaced_by_the_rooms_echo_of_them(self):
+        bob, tty = self.bob_and_tty()
+        tty.type("/me waves\r")
+        bob.expect(r"\* tty waves$")
+        # The line as typed is taken off the screen (up a line, cleared to
+        # the end), and the room's line takes its place.
+        tty.expect(r"tty> /me waves\r\n\x1b\[1A\r\x1b\[J")
+        tty.expect(r"\r\x1b\[2K\d\d:\d\d \* tty waves\r\n")
+        tty.type("hello all\r")
+        tty.expect(r"\r\x1b\[2K\d\d:\d\d <tty> hello all\r\n")
+        self.assertNotRegex(tty.text(), r"tty> /me waves\r\n\d")
+
     def test_server_shutdown_is_shown(self):
         bob = self.peer("bob")
         tty = self.joined(bob, "--no-reconnect", "--no-color")
