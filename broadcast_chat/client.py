@@ -303,6 +303,7 @@ class Client:
         self.exit_code = 0
         self.refused = 0
         self.dropped = False    # the server ended the connection on purpose: no reconnect
+        self.joined_before = False  # a welcome was shown: the next joins are reconnects
         self.tls_context = client_tls_context(options)
         self.password = read_password(options.password_file, os.environ)
         if self.password and not self.tls_context and not is_loopback(options.host):
@@ -380,11 +381,24 @@ class Client:
         """A connection that joined, having asked for what it missed."""
         conn = Connection(self.options.host, self.options.port, self.tls_context)
         try:
-            self.name = conn.register(self.name, self.show, self.password, self.position)
+            self.name = conn.register(self.name, self.show_joining, self.password,
+                                      self.position)
         except BaseException:
             conn.close()
             raise
         return conn
+
+    def show_joining(self, got: Received) -> None:
+        """What the server says while we join: the welcome as one line that
+        names who is here, and on a reconnect not at all (the status says it)."""
+        if isinstance(got, dict) and got.get("type") == "reply" and got.get("code") == "welcome":
+            if self.joined_before:
+                return
+            self.joined_before = True
+            text = display.welcome_text(got)
+            if text is not None:
+                got = dict(got, text=text)
+        self.show(got)
 
     def read_forever(self) -> None:
         """The reader thread: print what comes; on a lost connection, reconnect."""
@@ -433,6 +447,8 @@ class Client:
                 return      # nothing to tell the person
             elif kind == "event" and got.get("history"):
                 pass        # earlier lines are shown, our own too
+            elif kind == "event" and got.get("kind") == "join" and got.get("names") == [self.name]:
+                return      # our own join: the welcome said it
             elif kind == "event" and not self.interactive:
                 if got.get("kind") in ("message", "action") and got.get("from") == self.name:
                     return      # our own line: what was piped in is not printed again

@@ -101,6 +101,23 @@ def encodable(text: str, encoding: Optional[str]) -> str:
     return text
 
 
+def welcome_text(reply: Dict[str, Any]) -> Optional[str]:
+    """The welcome reply as one line that names who is here; None for a
+    reply without the names (a server older than this client)."""
+    name, others, names = reply.get("name"), reply.get("others"), reply.get("names")
+    if not (isinstance(name, str) and isinstance(others, int) and isinstance(names, list)):
+        return None
+    shown = [_text(other) for other in names if isinstance(other, str)]
+    if others <= 0:
+        here = "You are alone here"
+    else:
+        here = "{:,} other{} online: {}".format(others, "" if others == 1 else "s",
+                                              ", ".join(shown))
+        if others > len(shown):
+            here += " and {:,} more".format(others - len(shown))
+    return "welcome, %s! %s. /help lists the commands." % (_text(name), here)
+
+
 def notice(lead: str, text: str, colour: bool) -> str:
     line = "-- " + text
     return lead + (YELLOW + line + RESET if colour else line)

@@ -179,9 +179,10 @@ class TerminalClientTest(ClientTestCase):
         tty = self.terminal("--name", "tty", *args, **kwargs)
         tty.expect(r"-- welcome, tty! ")
         bob.expect(r"-- tty joined$")
-        # Its own copy of the notice, and the prompt drawn again after it:
-        # a key typed while a line is being printed can be echoed in between.
-        tty.expect(r"-- tty joined(\x1b\[0m)?\r\n(?=tty> )")
+        # The last line of joining (bob's join, shown from the history), and
+        # the prompt drawn again after it: a key typed while a line is being
+        # printed can be echoed in between.
+        tty.expect(r"-- end of earlier messages(\x1b\[0m)?\r\n(?=tty> )")
         tty.wait_reading()
         return tty
 
@@ -324,6 +325,9 @@ class TerminalClientTest(ClientTestCase):
         tty.expect(r"-- reconnected as tty")
         tty.type(" and after\r")
         carol.expect(r"<tty> before and after$")
+        # Joining again is that one status line: no welcome, no own notice.
+        self.assertEqual(len(re.findall(r"welcome, tty!", tty.text())), 1, tty.text())
+        self.assertNotIn("-- tty joined", tty.text())
         tty.wait_reading()
         tty.type("\x04")
         self.assertEqual(tty.wait(), 0)
@@ -411,6 +415,19 @@ class TerminalClientTest(ClientTestCase):
         tty.type("hello all\r")
         tty.expect(r"\r\x1b\[2K\d\d:\d\d <tty> hello all\r\n")
         self.assertNotRegex(tty.text(), r"tty> /me waves\r\n\d")
+
+    def test_joining_is_one_line_that_names_who_is_here(self):
+        bob = self.peer("bob")
+        carol = self.peer("carol")
+        tty = self.terminal("--name", "tty", "--no-color")
+        tty.expect(r"\d\d:\d\d -- welcome, tty! 2 others online: bob, carol\. "
+                   r"/help lists the commands\.\r\n")
+        bob.expect(r"-- tty joined$")
+        carol.sync()
+        tty.type("/who\r")
+        tty.expect(r"-- 3 online: ")
+        self.assertNotRegex(tty.text(), r"-- tty joined")
+        self.assertNotIn("Broadcast Chat", tty.text())     # the banner is for nc users
 
     def test_server_shutdown_is_shown(self):
         bob = self.peer("bob")
