@@ -286,6 +286,7 @@ class Client:
         self.encoding = getattr(out, "encoding", None)    # what it cannot show is escaped
         self.interactive = sys.stdin.isatty() and out.isatty()
         self.colour = want_colour(options.no_color, out)
+        self.bell = self.interactive and not getattr(options, "no_bell", False)
         self.name = options.name or name_from_hostname(socket.gethostname())
         self.conn = None        # type: Optional[Connection]
         self.position = StreamPosition()
@@ -325,6 +326,10 @@ class Client:
             return
         for line in display.render_event(got, self.name, self.colour):
             self.print_line(line)
+        if self.bell and display.mentions(got, self.name):
+            with self.print_lock:
+                self.out.write("\a")
+                self.out.flush()
 
     def print_line(self, text: str, transient: bool = False) -> None:
         """Print a line above the prompt, keeping what is half typed. On a
@@ -701,6 +706,9 @@ def add_client_options(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("-n", "--name", help="your name (default: this machine's host name)")
     parser.add_argument("--no-color", action="store_true",
                         help="no colours (also when NO_COLOR is set or output is not a terminal)")
+    parser.add_argument("--no-bell", action="store_true",
+                        help="no terminal bell when your name is mentioned or a private "
+                             "message arrives")
     parser.add_argument("--no-reconnect", action="store_true",
                         help="exit when the connection is lost instead of reconnecting")
     parser.add_argument("--tls", action="store_true",

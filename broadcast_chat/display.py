@@ -14,6 +14,7 @@ from .text import sanitize
 RESET = "\033[0m"
 DIM = "\033[2m"
 BOLD = "\033[1m"
+REVERSE = "\033[7m"
 RED = "\033[31m"
 YELLOW = "\033[33m"
 MAGENTA = "\033[35m"
@@ -52,6 +53,28 @@ def _text(value: Any) -> str:
     return sanitize(value) if isinstance(value, str) else sanitize(str(value))
 
 
+def _mention_pattern(me: str) -> "re.Pattern":
+    return re.compile(r"(?<![\w-])%s(?![\w-])" % re.escape(me), re.I)
+
+
+def mentions(event: Dict[str, Any], me: str) -> bool:
+    """Whether an event calls for the person's attention: someone else's
+    message or action that names them, or a private message to them."""
+    kind, sender = event.get("type"), event.get("from")
+    if sender == me or event.get("history"):
+        return False
+    if kind == "private":
+        return True
+    text = event.get("text")
+    return (kind == "event" and event.get("kind") in ("message", "action")
+            and isinstance(text, str) and bool(me) and _mention_pattern(me).search(text) is not None)
+
+
+def highlight(text: str, me: str) -> str:
+    """text with each mention of the name me shown reversed."""
+    return _mention_pattern(me).sub(lambda match: REVERSE + match.group(0) + RESET, text)
+
+
 def render_event(event: Dict[str, Any], me: str, colour: bool) -> List[str]:
     """The lines shown for one object of the JSON format (none for a kind
     this client does not show)."""
@@ -64,6 +87,8 @@ def render_event(event: Dict[str, Any], me: str, colour: bool) -> List[str]:
         text = _text(event.get("text", ""))
         if what == "message":
             if colour:
+                if me and name != me:
+                    text = highlight(text, me)
                 return [lead + name_colour(name) + "<" + name + ">" + RESET + " " + text]
             return [lead + "<" + name + "> " + text]
         if what == "action":

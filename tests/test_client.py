@@ -429,6 +429,26 @@ class TerminalClientTest(ClientTestCase):
         self.assertNotRegex(tty.text(), r"-- tty joined")
         self.assertNotIn("Broadcast Chat", tty.text())     # the banner is for nc users
 
+    def test_a_mention_is_highlighted_and_rings_the_bell(self):
+        bob = self.peer("bob")
+        tty = self.joined(bob)
+        bob.send("not for you")
+        tty.expect(r"not for you")
+        self.assertNotIn("\a", tty.text())
+        bob.send("hey TTY, look")
+        tty.expect(r"hey \x1b\[7mTTY\x1b\[0m, look(\r\n|.)*?\a")
+        bob.send("/msg tty psst")
+        tty.expect(r"psst(\r\n|.)*?\a")
+
+    def test_no_bell(self):
+        bob = self.peer("bob")
+        tty = self.joined(bob, "--no-bell", "--no-color")
+        bob.send("hey tty")
+        bob.send("/msg tty psst")
+        bob.send("done")
+        tty.expect(r"<bob> done")
+        self.assertNotIn("\a", tty.text())
+
     def test_server_shutdown_is_shown(self):
         bob = self.peer("bob")
         tty = self.joined(bob, "--no-reconnect", "--no-color")
