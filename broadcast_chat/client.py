@@ -23,6 +23,7 @@ import time
 from typing import Any, Callable, Dict, Iterable, Iterator, List, Optional, TextIO, Union
 
 from . import __version__, display, terminal
+from .completion import RoomMemory
 from .pacer import Pacer
 from .config import DEFAULT_HOST, DEFAULT_PORT
 from .net import format_address, is_loopback
@@ -313,6 +314,9 @@ class Client:
         self.piped = queue.Queue(100)   # type: queue.Queue  lines read from a pipe; None ends
         self.readline = terminal.load_readline() if self.interactive else None
         self.redraw = terminal.find_redraw(self.readline)
+        self.memory = RoomMemory()      # names for Tab, the sender for /reply
+        if self.readline is not None:
+            terminal.set_completer(self.readline, self.memory.complete)
 
     # -- output -------------------------------------------------------------
 
@@ -397,6 +401,7 @@ class Client:
         """What the server says while we join: the welcome as one line that
         names who is here, and on a reconnect not at all (the status says it)."""
         if isinstance(got, dict) and got.get("type") == "reply" and got.get("code") == "welcome":
+            self.memory.see(got, self.name)
             if self.joined_before:
                 return
             self.joined_before = True
@@ -433,6 +438,7 @@ class Client:
         if isinstance(got, dict):
             if not self.position.see(got):
                 return      # seen before the connection was lost
+            self.memory.see(got, self.name)
             kind, code = got.get("type"), got.get("code")
             if kind == "error" and code in REFUSED_CODES:
                 self.refused += 1
@@ -572,10 +578,18 @@ class Client:
             # still sent as the lines it was.
             for line in text.splitlines():
                 if line.strip():
-                    self.pacer.put(line)
+                    self.put_typed(line)
             if text.split(" ", 1)[0].lower() == "/quit":
                 return True
         return False
+
+    def put_typed(self, line: str) -> None:
+        """Queue a typed line to send; /reply TEXT goes to whoever wrote privately last."""
+        expanded = self.memory.expand_reply(line)
+        if expanded is None:
+            self.problem("nobody has written to you privately yet: /reply has nobody to answer")
+        else:
+            self.pacer.put(expanded)
 
     def pace(self) -> TokenBucket:
         """A bucket under the flood limit the server announced."""

@@ -43,3 +43,17 @@ def find_redraw(readline) -> Optional[Callable[[str], None]]:
         set_prompt(prompt.encode(sys.stdout.encoding or "utf-8", "replace"))
         forced_update()
     return redraw
+
+
+def set_completer(readline, complete: Callable[[str, int, bool], Optional[str]]) -> None:
+    """Tab calls complete(word, state, at_start) (readline's protocol, and
+    whether the word starts the line); words are split at spaces only, so
+    that a name with a dash or a dot is one word."""
+    def completer(word: str, state: int) -> Optional[str]:
+        return complete(word, state, not readline.get_line_buffer()[:readline.get_begidx()].strip())
+    readline.set_completer(completer)
+    readline.set_completer_delims(" \t")
+    if "libedit" in (getattr(readline, "__doc__", "") or ""):
+        readline.parse_and_bind("bind ^I rl_complete")
+    else:
+        readline.parse_and_bind("tab: complete")

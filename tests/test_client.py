@@ -449,6 +449,30 @@ class TerminalClientTest(ClientTestCase):
         tty.expect(r"<bob> done")
         self.assertNotIn("\a", tty.text())
 
+    def test_tab_completes_commands_and_names(self):
+        bob = self.peer("bob")
+        tty = self.joined(bob, "--no-color")
+        carol = self.peer("carol")
+        tty.expect(r"-- carol joined")
+        tty.wait_reading()
+        tty.type("/ms\t")
+        tty.expect(r"tty> /msg ")
+        tty.type("ca\t")
+        tty.expect(r"carol ")
+        tty.type("hi\r")
+        carol.expect(r"\*tty\* hi$")
+
+    def test_reply_answers_the_last_private_message(self):
+        bob, tty = self.bob_and_tty()
+        tty.type("/reply too early\r")
+        tty.expect(r"!! nobody has written to you privately yet")
+        bob.send("/msg tty psst")
+        tty.expect(r"\*bob\* psst")
+        tty.wait_reading()
+        tty.type("/r got it\r")
+        bob.expect(r"\*tty\* got it$")
+        tty.expect(r"-> \*bob\* got it")
+
     def test_server_shutdown_is_shown(self):
         bob = self.peer("bob")
         tty = self.joined(bob, "--no-reconnect", "--no-color")
