@@ -315,8 +315,11 @@ class Client:
         self.readline = terminal.load_readline() if self.interactive else None
         self.redraw = terminal.find_redraw(self.readline)
         self.memory = RoomMemory()      # names for Tab, the sender for /reply
+        self.prompt_guarded = False     # at_prompt is set once readline drew the prompt
         if self.readline is not None:
             terminal.set_completer(self.readline, self.memory.complete)
+            self.prompt_guarded = self.redraw is not None and terminal.guard_prompt(
+                self.readline, self.print_lock, self.prompt_drawn)
 
     # -- output -------------------------------------------------------------
 
@@ -362,6 +365,10 @@ class Client:
 
     def status(self, text: str, transient: bool = False) -> None:
         self.print_line(display.status_line(text, self.colour), transient)
+
+    def prompt_drawn(self) -> None:
+        """readline drew the prompt (print_lock held): lines go above it from now on."""
+        self.at_prompt = True
 
     def erase_typed(self, text: str) -> None:
         """Take the line just entered off the screen: the server's echo of
@@ -472,7 +479,7 @@ class Client:
         delay = 1.0
         self.status("connection lost; reconnecting (Enter: try now, Ctrl-C: quit)")
         while True:
-            self.wake.wait(delay)
+            asked = self.wake.wait(delay)
             self.wake.clear()
             if self.quitting.is_set():
                 return False
@@ -487,7 +494,8 @@ class Client:
                     self.exit_code = 1
                     self.interrupt_main()
                     return False
-                delay = min(delay * 2, BACKOFF_MAX)
+                if not asked:       # a try asked for with Enter does not lengthen the wait
+                    delay = min(delay * 2, BACKOFF_MAX)
                 self.status("%s; trying again in %d s" % (retry_reason(exc), delay), True)
                 continue
             self.status("reconnected as %s" % self.name, True)
@@ -558,7 +566,8 @@ class Client:
         """Send what is typed; True when it was /quit, False at ^D."""
         while not self.reader_done.is_set():
             try:
-                self.at_prompt = True
+                if not self.prompt_guarded:
+                    self.at_prompt = True
                 text = input(self.prompt())
             except EOFError:
                 break
@@ -572,7 +581,7 @@ class Client:
                     self.printed_below = 0
             if text.strip():
                 self.erase_typed(text)
-            if self.conn is None:
+            if self.conn is None and not text.strip():
                 self.wake.set()     # Enter while disconnected: try again now
             # A paste that readline took as one line (bracketed paste) is
             # still sent as the lines it was.

@@ -5,6 +5,7 @@ server and the piped client never load it (nor a C library through ctypes).
 """
 
 import sys
+import threading
 from typing import Callable, Optional
 
 
@@ -57,3 +58,24 @@ def set_completer(readline, complete: Callable[[str, int, bool], Optional[str]])
         readline.parse_and_bind("bind ^I rl_complete")
     else:
         readline.parse_and_bind("tab: complete")
+
+
+def guard_prompt(readline, lock: threading.Lock, ready: Callable[[], None]) -> bool:
+    """Hold lock from just before readline draws its prompt until it is
+    drawn, then call ready() and let go: a line printed by another thread
+    (under lock) then never cuts the prompt in two. False where readline
+    has not both hooks: nothing is done."""
+    if not (hasattr(readline, "set_startup_hook") and hasattr(readline, "set_pre_input_hook")):
+        return False
+
+    def before_prompt() -> None:
+        lock.acquire()
+
+    def after_prompt() -> None:
+        try:
+            ready()
+        finally:
+            lock.release()
+    readline.set_startup_hook(before_prompt)
+    readline.set_pre_input_hook(after_prompt)
+    return True
