@@ -410,10 +410,13 @@ class TerminalClientTest(ClientTestCase):
         bob.expect(r"\* tty waves$")
         # The line as typed is taken off the screen (up a line, cleared to
         # the end), and the room's line takes its place.
-        tty.expect(r"tty> /me waves\r\n\x1b\[1A\r\x1b\[J")
-        tty.expect(r"\r\x1b\[2K\d\d:\d\d \* tty waves\r\n")
+        # (The next prompt may be drawn before the echo comes, or after.)
+        tty.expect(r"tty> /me waves\r\n\x1b\[1A\r\x1b\[J(tty> \r\x1b\[2K)?"
+                   r"\d\d:\d\d \* tty waves\r\n(?=tty> )")
+        tty.wait_reading()      # and the prompt drawn after the echo: see joined()
         tty.type("hello all\r")
-        tty.expect(r"\r\x1b\[2K\d\d:\d\d <tty> hello all\r\n")
+        tty.expect(r"tty> hello all\r\n\x1b\[1A\r\x1b\[J(tty> \r\x1b\[2K)?"
+                   r"\d\d:\d\d <tty> hello all\r\n")
         self.assertNotRegex(tty.text(), r"tty> /me waves\r\n\d")
 
     def test_joining_is_one_line_that_names_who_is_here(self):
@@ -453,7 +456,7 @@ class TerminalClientTest(ClientTestCase):
         bob = self.peer("bob")
         tty = self.joined(bob, "--no-color")
         carol = self.peer("carol")
-        tty.expect(r"-- carol joined")
+        tty.expect(r"-- carol joined\r\n(?=tty> )")
         tty.wait_reading()
         tty.type("/ms\t")
         tty.expect(r"tty> /msg ")
@@ -467,7 +470,7 @@ class TerminalClientTest(ClientTestCase):
         tty.type("/reply too early\r")
         tty.expect(r"!! nobody has written to you privately yet")
         bob.send("/msg tty psst")
-        tty.expect(r"\*bob\* psst")
+        tty.expect(r"\*bob\* psst\r\n(?=tty> )")
         tty.wait_reading()
         tty.type("/r got it\r")
         bob.expect(r"\*tty\* got it$")
