@@ -24,7 +24,9 @@ import time
 from typing import Any, Callable, Dict, Iterable, Iterator, List, Optional, TextIO, Union
 
 from . import __version__, display, terminal, winconsole
+from .completion import RoomMemory
 from .console import open_console_prompt, write_text
+from .pacer import Pacer
 from .config import DEFAULT_HOST, DEFAULT_PORT
 from .net import format_address, is_loopback
 from .protocol import LineFramer, TokenBucket
@@ -44,11 +46,16 @@ Received = Union[Dict[str, Any], str]   # an object of the JSON format, or a lin
 
 
 class ChatError(Exception):
-    """A problem to tell the person in one line, then exit with .code."""
+    """A problem to tell the person in one line, then exit with .code.
+    final: the server refused us, so trying again would not help; brief:
+    the message without advice, for a status line while reconnecting."""
 
-    def __init__(self, message: str, code: int = 1) -> None:
+    def __init__(self, message: str, code: int = 1, final: bool = False,
+                 brief: Optional[str] = None) -> None:
         super().__init__(message)
         self.code = code
+        self.final = final
+        self.brief = brief or message
 
 
 class StreamPosition:
@@ -106,10 +113,11 @@ class Connection:
         except socket.gaierror:
             raise ChatError("cannot find the host %s" % host)
         except ConnectionRefusedError:
-            raise ChatError("cannot connect to %s: nothing is listening there. "
-                            "Is the server running? Start it with: python3 server.py%s"
-                            % (format_address((host, port)),
-                               "" if port == DEFAULT_PORT else " --port %d" % port))
+            refused = "cannot connect to %s: nothing is listening there" % format_address(
+                (host, port))
+            raise ChatError("%s. Is the server running? Start it with: python3 server.py%s"
+                            % (refused, "" if port == DEFAULT_PORT else " --port %d" % port),
+                            brief=refused)
         except OSError as exc:
             raise ChatError("cannot connect to %s: %s" % (format_address((host, port)),
                                                          exc.strerror or exc))
@@ -134,7 +142,7 @@ class Connection:
                     if "match" in reason else
                     " (for a self-signed certificate use --cafile CERT)"
                     if "certificate" in reason else "")
-            raise ChatError("TLS handshake failed: %s%s" % (reason, hint))
+            raise ChatError("TLS handshake failed: %s%s" % (reason, hint), final=True)
         except (OSError, ConnectionError) as exc:
             self.close()
             raise ChatError("TLS handshake failed: %s" % (getattr(exc, "strerror", None) or exc))
@@ -199,7 +207,7 @@ class Connection:
             # lines arrive: what it said is still there to read.
             refusal = self.refusal()
             if refusal:
-                raise ChatError(refusal)
+                raise ChatError(refusal, final=True)
             raise ChatError("lost the connection while joining: %s" % (
                 getattr(exc, "strerror", None) or exc))
 
@@ -236,10 +244,10 @@ class Connection:
                 # error line of the text format.
                 if got.startswith("HTTP/"):
                     raise ChatError("that is a web server, not a chat server: "
-                                    "check --host and --port")
+                                    "check --host and --port", final=True)
                 line = parse_server_line(got)
                 if line.kind == "error":
-                    raise ChatError(line.text)
+                    raise ChatError(line.text, final=True)
                 continue
             kind, code = got.get("type"), got.get("code")
             position.see(got)
@@ -256,13 +264,13 @@ class Connection:
             elif kind == "error" and code == "name_taken":
                 attempt += 1
                 if attempt >= 100:
-                    raise ChatError("no free variant of the name %s" % wanted)
+                    raise ChatError("no free variant of the name %s" % wanted, final=True)
                 name = name_variant(wanted, attempt)
                 self.send_line("/nick " + name)
             elif kind == "error" and code == "name_invalid":
-                raise ChatError(str(got.get("text")), code=2)
+                raise ChatError(str(got.get("text")), code=2, final=True)
             elif kind == "error":
-                raise ChatError(str(got.get("text")))
+                raise ChatError(str(got.get("text")), final=True)
             else:
                 say(got)
 
@@ -278,8 +286,10 @@ class Client:
     def __init__(self, options: argparse.Namespace, out: TextIO = sys.stdout) -> None:
         self.options = options
         self.out = out
+        self.encoding = getattr(out, "encoding", None)    # what it cannot show is escaped
         self.interactive = sys.stdin.isatty() and out.isatty()
         self.colour = want_colour(options.no_color, out)
+        self.bell = self.interactive and not getattr(options, "no_bell", False)
         self.name = options.name or name_from_hostname(socket.gethostname())
         self.conn = None        # type: Optional[Connection]
         self.position = StreamPosition()
@@ -288,10 +298,16 @@ class Client:
         self.send_lock = threading.Lock()
         self.print_lock = threading.Lock()
         self.at_prompt = False  # input() shows the prompt: redraw it after a line
+        self.transient = False  # the line above the prompt is a status to update in place
+        self.pacer = None       # type: Optional[Pacer]  sends what is typed, paced
+        self.printed_below = 0  # lines printed since Enter, below the line entered
         self.quitting = threading.Event()
+        self.wake = threading.Event()   # set to end a wait between reconnects early
         self.reader_done = threading.Event()
         self.exit_code = 0
         self.refused = 0
+        self.dropped = False    # the server ended the connection on purpose: no reconnect
+        self.joined_before = False  # a welcome was shown: the next joins are reconnects
         self.tls_context = client_tls_context(options)
         self.password = read_password(options.password_file, os.environ)
         if self.password and not self.tls_context and not is_loopback(options.host):
@@ -303,11 +319,17 @@ class Client:
         self.readline = (terminal.load_readline()
                          if self.interactive and self.console is None else None)
         self.redraw = terminal.find_redraw(self.readline)
+        self.memory = RoomMemory()      # names for Tab, the sender for /reply
+        self.prompt_guarded = False     # at_prompt is set once readline drew the prompt
+        if self.readline is not None:
+            terminal.set_completer(self.readline, self.memory.complete)
+            self.prompt_guarded = self.redraw is not None and terminal.guard_prompt(
+                self.readline, self.print_lock, self.prompt_drawn)
 
     # -- output -------------------------------------------------------------
 
     def prompt(self) -> str:
-        return self.name + "> "
+        return display.encodable(self.name + "> ", self.encoding)
 
     def show(self, got: Received) -> None:
         """Show what the server sent: an object of the JSON format, or a line."""
@@ -316,12 +338,24 @@ class Client:
             return
         for line in display.render_event(got, self.name, self.colour):
             self.print_line(line)
+        if self.bell and display.mentions(got, self.name):
+            with self.print_lock:
+                self.out.write("\a")
+                self.out.flush()
 
-    def print_line(self, text: str) -> None:
-        """Print a line above the prompt, keeping what is half typed."""
+    def print_line(self, text: str, transient: bool = False) -> None:
+        """Print a line above the prompt, keeping what is half typed. On a
+        terminal a transient line (a status that changes) is replaced by the
+        next transient one if nothing came in between."""
+        text = display.encodable(text, self.encoding)
         if self.interactive:
             text = display.hang(text, shutil.get_terminal_size().columns)
         with self.print_lock:
+            if self.interactive and self.transient and transient:
+                text = "\033[1A\r\033[2K" + text     # up over the last status
+            self.transient = transient and self.interactive and "\n" not in text
+            if not self.at_prompt:
+                self.printed_below += 1
             if self.console is not None and self.at_prompt:
                 self.console.print_above(text)
                 return
@@ -337,8 +371,27 @@ class Client:
                 self.out.write("\r\033[2K" + text + "\n" + self.prompt() + typed)
             self.out.flush()
 
-    def status(self, text: str) -> None:
-        self.print_line(display.status_line(text, self.colour))
+    def status(self, text: str, transient: bool = False) -> None:
+        self.print_line(display.status_line(text, self.colour), transient)
+
+    def prompt_drawn(self) -> None:
+        """readline drew the prompt (print_lock held): lines go above it from now on."""
+        self.at_prompt = True
+
+    def erase_typed(self, text: str) -> None:
+        """Take the line just entered off the screen: the server's echo of
+        it shows it as the others see it, in its place. Left alone if a
+        line was printed under it meanwhile."""
+        rows = display.rows(self.prompt() + text, shutil.get_terminal_size().columns)
+        with self.print_lock:
+            if self.printed_below == 0:
+                self.out.write("\033[%dA\r\033[J" % rows)
+                self.out.flush()
+
+    def tell_pacing(self, waiting: int) -> None:
+        """One status line when lines typed or pasted have to wait their turn."""
+        rate = self.pacer.bucket.rate if self.pacer else 0
+        self.status("sending at %g lines a second, the limit this server sets" % rate)
 
     def problem(self, text: str) -> None:
         self.print_line(display.error_line(text, self.colour))
@@ -352,11 +405,25 @@ class Client:
         """A connection that joined, having asked for what it missed."""
         conn = Connection(self.options.host, self.options.port, self.tls_context)
         try:
-            self.name = conn.register(self.name, self.show, self.password, self.position)
+            self.name = conn.register(self.name, self.show_joining, self.password,
+                                      self.position)
         except BaseException:
             conn.close()
             raise
         return conn
+
+    def show_joining(self, got: Received) -> None:
+        """What the server says while we join: the welcome as one line that
+        names who is here, and on a reconnect not at all (the status says it)."""
+        if isinstance(got, dict) and got.get("type") == "reply" and got.get("code") == "welcome":
+            self.memory.see(got, self.name)
+            if self.joined_before:
+                return
+            self.joined_before = True
+            text = display.welcome_text(got)
+            if text is not None:
+                got = dict(got, text=text)
+        self.show(got)
 
     def read_forever(self) -> None:
         """The reader thread: print what comes; on a lost connection, reconnect."""
@@ -366,8 +433,12 @@ class Client:
                 if got is not None:
                     self.receive(got)
                     continue
-                if self.quitting.is_set() or not self.interactive or self.options.no_reconnect:
-                    if not self.quitting.is_set():
+                if (self.quitting.is_set() or not self.interactive or self.dropped
+                        or self.options.no_reconnect):
+                    if self.dropped:
+                        self.exit_code = 1
+                        self.interrupt_main()
+                    elif not self.quitting.is_set():
                         self.status("connection to the server lost")
                         self.exit_code = 1
                         self.interrupt_main()
@@ -382,9 +453,16 @@ class Client:
         if isinstance(got, dict):
             if not self.position.see(got):
                 return      # seen before the connection was lost
+            self.memory.see(got, self.name)
             kind, code = got.get("type"), got.get("code")
             if kind == "error" and code in REFUSED_CODES:
                 self.refused += 1
+            elif kind == "error" and code == "disconnected":
+                # Dropped for a reason of ours (idle, flooding, our name
+                # taken over by a new connection): coming back would not help.
+                self.dropped = True
+                if self.interactive and not self.options.no_reconnect:
+                    got = dict(got, text="%s; not reconnecting" % got.get("text"))
             elif kind == "reply" and code == "renamed":
                 new = got.get("name")
                 if isinstance(new, str) and new:
@@ -395,30 +473,44 @@ class Client:
                 return      # nothing to tell the person
             elif kind == "event" and got.get("history"):
                 pass        # earlier lines are shown, our own too
-            elif kind == "event":
+            elif kind == "event" and got.get("kind") == "join" and got.get("names") == [self.name]:
+                return      # our own join: the welcome said it
+            elif kind == "event" and not self.interactive:
                 if got.get("kind") in ("message", "action") and got.get("from") == self.name:
-                    return      # our own line, already on screen as typed
+                    return      # our own line: what was piped in is not printed again
         self.show(got)
 
     def reconnect(self) -> bool:
+        """Join again, waiting 1, 2, 4 ... 30 s between tries (Enter at the
+        prompt: try now), each failure told on one status line updated in
+        place; False when quitting, or when the server refuses us."""
         delay = 1.0
-        self.status("connection lost; reconnecting (Ctrl-C to quit)")
-        while not self.quitting.wait(delay):
+        self.status("connection lost; reconnecting (Enter: try now, Ctrl-C: quit)")
+        while True:
+            asked = self.wake.wait(delay)
+            self.wake.clear()
+            if self.quitting.is_set():
+                return False
             try:
                 conn = self.open_connection()
                 with self.send_lock:
                     sent = self.send_unsent(conn)
                     self.conn = conn
             except (ChatError, OSError) as exc:
-                self.status("%s; trying again in %d s" % (exc, min(delay * 2, BACKOFF_MAX)))
-                delay = min(delay * 2, BACKOFF_MAX)
+                if isinstance(exc, ChatError) and exc.final:
+                    self.problem("%s; not reconnecting" % exc)
+                    self.exit_code = 1
+                    self.interrupt_main()
+                    return False
+                if not asked:       # a try asked for with Enter does not lengthen the wait
+                    delay = min(delay * 2, BACKOFF_MAX)
+                self.status("%s; trying again in %d s" % (retry_reason(exc), delay), True)
                 continue
-            self.status("reconnected as %s" % self.name)
+            self.status("reconnected as %s" % self.name, True)
             if sent:
                 self.status("sent %d line%s typed while disconnected" % (
                     sent, "" if sent == 1 else "s"))
             return True
-        return False
 
     def send_unsent(self, conn: Connection) -> int:
         """Send the lines kept while disconnected, oldest first; how many.
@@ -475,27 +567,18 @@ class Client:
 
     def type_loop(self) -> None:
         """The person's side: read lines at a prompt until /quit, ^D or ^C."""
+        self.pacer = Pacer(self.pace(), self.send, self.tell_pacing)
         if self._type_lines():
             self.quitting.set()
+            self.wake.set()
         else:
             self.quit()
 
-    def reading(self) -> None:
-        """readline shows the prompt and reads: lines printed now redraw it."""
-        with self.print_lock:
-            self.at_prompt = True
-
     def _type_lines(self) -> bool:
         """Send what is typed; True when it was /quit, False at ^D."""
-        hooked = hasattr(self.readline, "set_pre_input_hook")
-        if hooked:
-            # From readline's word that it reads (the prompt is on screen),
-            # not before: a line printed in between would be followed by a
-            # redraw, and then by readline's own prompt, a second one.
-            self.readline.set_pre_input_hook(self.reading)
         while not self.reader_done.is_set():
             try:
-                if not hooked:
+                if not self.prompt_guarded:
                     self.at_prompt = True
                 text = self.read_typed_line()
             except EOFError:
@@ -506,8 +589,17 @@ class Client:
             finally:
                 with self.print_lock:
                     self.at_prompt = False
+                    self.transient = False      # Enter moved the screen on
+                    self.printed_below = 0
             if text.strip():
-                self.send(text)
+                self.erase_typed(text)
+            if self.conn is None and not text.strip():
+                self.wake.set()     # Enter while disconnected: try again now
+            # A paste that readline took as one line (bracketed paste) is
+            # still sent as the lines it was.
+            for line in text.splitlines():
+                if line.strip():
+                    self.put_typed(line)
             if text.split(" ", 1)[0].lower() == "/quit":
                 return True
         return False
@@ -520,6 +612,14 @@ class Client:
         if text is None:
             raise EOFError
         return text
+
+    def put_typed(self, line: str) -> None:
+        """Queue a typed line to send; /reply TEXT goes to whoever wrote privately last."""
+        expanded = self.memory.expand_reply(line)
+        if expanded is None:
+            self.problem("nobody has written to you privately yet: /reply has nobody to answer")
+        else:
+            self.pacer.put(expanded)
 
     def pace(self) -> TokenBucket:
         """A bucket under the flood limit the server announced."""
@@ -567,7 +667,10 @@ class Client:
 
     def quit(self) -> None:
         self.quitting.set()
-        if self.conn is not None:
+        self.wake.set()
+        if self.pacer is not None and self.pacer.pending():
+            self.pacer.put("/quit")     # after the lines still waiting
+        elif self.conn is not None:
             try:
                 self.conn.send_line("/quit")
             except OSError:
@@ -586,10 +689,16 @@ class Client:
                 else:
                     self.pipe_loop(pipe_lines(sys.stdin.fileno()))
             except KeyboardInterrupt:
+                if self.pacer is not None:
+                    self.pacer.clear()
                 if self.exit_code == 0:
                     self.quit()
             if self.interactive:
                 self.out.write("\n")
+            # Lines still being paced out first; ^C drops them.
+            while self.pacer is not None and not self.pacer.wait_sent(0.1):
+                if self.reader_done.is_set():
+                    break
             # The server answers /quit and closes: then every line was handled.
             self.reader_done.wait(QUIT_TIMEOUT)
         except KeyboardInterrupt:   # a lost connection, or ^C again
@@ -597,6 +706,13 @@ class Client:
         if self.refused and self.exit_code == 0:
             self.exit_code = 1
         return self.exit_code
+
+
+def retry_reason(exc: BaseException) -> str:
+    """Why a reconnect failed, short enough for a status line."""
+    if isinstance(exc, ChatError):
+        return exc.brief
+    return "cannot connect: %s" % (getattr(exc, "strerror", None) or exc)
 
 
 def want_colour(disabled: bool, stream: TextIO) -> bool:
@@ -635,6 +751,9 @@ def add_client_options(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("-n", "--name", help="your name (default: this machine's host name)")
     parser.add_argument("--no-color", action="store_true",
                         help="no colours (also when NO_COLOR is set or output is not a terminal)")
+    parser.add_argument("--no-bell", action="store_true",
+                        help="no terminal bell when your name is mentioned or a private "
+                             "message arrives")
     parser.add_argument("--no-reconnect", action="store_true",
                         help="exit when the connection is lost instead of reconnecting")
     parser.add_argument("--tls", action="store_true",

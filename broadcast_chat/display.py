@@ -14,6 +14,7 @@ from .text import sanitize
 RESET = "\033[0m"
 DIM = "\033[2m"
 BOLD = "\033[1m"
+REVERSE = "\033[7m"
 RED = "\033[31m"
 YELLOW = "\033[33m"
 MAGENTA = "\033[35m"
@@ -52,6 +53,28 @@ def _text(value: Any) -> str:
     return sanitize(value) if isinstance(value, str) else sanitize(str(value))
 
 
+def _mention_pattern(me: str) -> "re.Pattern":
+    return re.compile(r"(?<![\w-])%s(?![\w-])" % re.escape(me), re.I)
+
+
+def mentions(event: Dict[str, Any], me: str) -> bool:
+    """Whether an event calls for the person's attention: someone else's
+    message or action that names them, or a private message to them."""
+    kind, sender = event.get("type"), event.get("from")
+    if sender == me or event.get("history"):
+        return False
+    if kind == "private":
+        return True
+    text = event.get("text")
+    return (kind == "event" and event.get("kind") in ("message", "action")
+            and isinstance(text, str) and bool(me) and _mention_pattern(me).search(text) is not None)
+
+
+def highlight(text: str, me: str) -> str:
+    """text with each mention of the name me shown reversed."""
+    return _mention_pattern(me).sub(lambda match: REVERSE + match.group(0) + RESET, text)
+
+
 def render_event(event: Dict[str, Any], me: str, colour: bool) -> List[str]:
     """The lines shown for one object of the JSON format (none for a kind
     this client does not show)."""
@@ -64,6 +87,8 @@ def render_event(event: Dict[str, Any], me: str, colour: bool) -> List[str]:
         text = _text(event.get("text", ""))
         if what == "message":
             if colour:
+                if me and name != me:
+                    text = highlight(text, me)
                 return [lead + name_colour(name) + "<" + name + ">" + RESET + " " + text]
             return [lead + "<" + name + "> " + text]
         if what == "action":
@@ -85,6 +110,37 @@ def render_event(event: Dict[str, Any], me: str, colour: bool) -> List[str]:
         line = "!! " + _text(event.get("text", ""))
         return [lead + (RED + line + RESET if colour else line)]
     return []
+
+
+def encodable(text: str, encoding: Optional[str]) -> str:
+    """text as the stream's encoding can carry it: what it cannot (an emoji
+    on an ASCII terminal) becomes a visible escape such as \\U0001f600."""
+    if not encoding:
+        return text
+    try:
+        text.encode(encoding)
+    except UnicodeEncodeError:
+        return text.encode(encoding, "backslashreplace").decode(encoding)
+    except LookupError:     # an encoding Python does not know: nothing to check against
+        pass
+    return text
+
+
+def welcome_text(reply: Dict[str, Any]) -> Optional[str]:
+    """The welcome reply as one line that names who is here; None for a
+    reply without the names (a server older than this client)."""
+    name, others, names = reply.get("name"), reply.get("others"), reply.get("names")
+    if not (isinstance(name, str) and isinstance(others, int) and isinstance(names, list)):
+        return None
+    shown = [_text(other) for other in names if isinstance(other, str)]
+    if others <= 0:
+        here = "You are alone here"
+    else:
+        here = "{:,} other{} online: {}".format(others, "" if others == 1 else "s",
+                                              ", ".join(shown))
+        if others > len(shown):
+            here += " and {:,} more".format(others - len(shown))
+    return "welcome, %s! %s. /help lists the commands." % (_text(name), here)
 
 
 def notice(lead: str, text: str, colour: bool) -> str:
@@ -111,6 +167,12 @@ HANG = 6    # continuation lines start under the text, past "HH:MM "
 
 def _columns(ch: str) -> int:
     return 2 if unicodedata.east_asian_width(ch) in ("W", "F") else 1
+
+
+def rows(line: str, width: int) -> int:
+    """How many rows of a terminal width columns wide a line of plain text fills."""
+    used = sum(_columns(ch) for ch in line)
+    return max(1, (used - 1) // max(1, width) + 1)
 
 
 def hang(line: str, width: int, indent: int = HANG) -> str:

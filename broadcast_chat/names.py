@@ -4,9 +4,10 @@ Pure code: no sockets, no threads. NameIndex is not locked; its owner
 holds the lock that guards it.
 """
 
+import itertools
 import re
 import unicodedata
-from typing import Dict, Generic, Hashable, Optional, Tuple, TypeVar
+from typing import Dict, Generic, Hashable, List, Optional, Tuple, TypeVar
 
 from .confusables import (SMALL_CAPITALS, default_ignorable, first_default_ignorable,
                           skeleton)
@@ -174,6 +175,10 @@ class NameIndex(Generic[Holder]):
 
     def __len__(self) -> int:
         return len(self._keys)
+
+    def first(self, count: int) -> List[Holder]:
+        """Up to count holders, the longest-held first."""
+        return list(itertools.islice(self._keys, count))
 
     def find(self, name: str) -> Optional[Holder]:
         """The holder of a name that clashes with name, or None; the one

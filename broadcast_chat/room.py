@@ -88,6 +88,7 @@ class Room:
     history_bytes = 4 << 20     # most bytes of text the ring keeps
     history_request_max = 500   # most events one /history asks for
     replays_max = 64            # replays kept for members asking for the same point
+    welcome_names = 20          # names of others in a welcome reply
 
     def __init__(self, writer: Writer, log: Callable[..., None], max_clients: int = 0,
                  max_per_address: int = 0, idle_timeout: float = 0.0,
@@ -281,7 +282,10 @@ class Room:
         # Straight to the queue, not after the waiting notices: with
         # thousands joining at once, flushing them at each join would cost
         # a write to every member per join.
-        fields = {"name": member.name, "others": others}   # type: Dict[str, Any]
+        here = [holder.name for holder in self.by_name.first(self.welcome_names + 1)
+                if holder is not member][:self.welcome_names]
+        fields = {"name": member.name, "others": others,
+                  "names": sorted(here, key=str.casefold)}   # type: Dict[str, Any]
         if self.tokens is not None and member.echo:
             member.token = fields["token"] = self.tokens.issue(member.name)
         self.writer.put(member.queue, wire.reply(member.fmt, "welcome", text, self.clock(),

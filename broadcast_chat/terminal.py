@@ -5,6 +5,7 @@ server and the piped client never load it (nor a C library through ctypes).
 """
 
 import sys
+import threading
 from typing import Callable, Optional
 
 
@@ -43,3 +44,38 @@ def find_redraw(readline) -> Optional[Callable[[str], None]]:
         set_prompt(prompt.encode(sys.stdout.encoding or "utf-8", "replace"))
         forced_update()
     return redraw
+
+
+def set_completer(readline, complete: Callable[[str, int, bool], Optional[str]]) -> None:
+    """Tab calls complete(word, state, at_start) (readline's protocol, and
+    whether the word starts the line); words are split at spaces only, so
+    that a name with a dash or a dot is one word."""
+    def completer(word: str, state: int) -> Optional[str]:
+        return complete(word, state, not readline.get_line_buffer()[:readline.get_begidx()].strip())
+    readline.set_completer(completer)
+    readline.set_completer_delims(" \t")
+    if "libedit" in (getattr(readline, "__doc__", "") or ""):
+        readline.parse_and_bind("bind ^I rl_complete")
+    else:
+        readline.parse_and_bind("tab: complete")
+
+
+def guard_prompt(readline, lock: threading.Lock, ready: Callable[[], None]) -> bool:
+    """Hold lock from just before readline draws its prompt until it is
+    drawn, then call ready() and let go: a line printed by another thread
+    (under lock) then never cuts the prompt in two. False where readline
+    has not both hooks: nothing is done."""
+    if not (hasattr(readline, "set_startup_hook") and hasattr(readline, "set_pre_input_hook")):
+        return False
+
+    def before_prompt() -> None:
+        lock.acquire()
+
+    def after_prompt() -> None:
+        try:
+            ready()
+        finally:
+            lock.release()
+    readline.set_startup_hook(before_prompt)
+    readline.set_pre_input_hook(after_prompt)
+    return True

@@ -1,9 +1,13 @@
 """client.py end to end: through a pipe, and on a pseudo-terminal."""
 
+import os
 import re
+import shutil
 import signal
 import socket
 import subprocess
+import tempfile
+import time
 import unittest
 
 from tests.support import (CLIENT, PYTHON, ROOT, TIMEOUT, WINDOWS, ClientProcess, ServerTestCase,
@@ -142,6 +146,20 @@ class PipeClientTest(ClientTestCase):
         bob.expect(r"<bot> \ufffd\ufffd bad$")     # shown by the server as U+FFFD
         bob.expect(r"<bot> after$")
 
+    def test_an_ascii_output_shows_an_emoji_escaped_and_keeps_reading(self):
+        bob = self.peer("bob")
+        client = ClientProcess(self.server.port, "--name", "bot",
+                               env=child_env(PYTHONIOENCODING="ascii"))
+        self.addCleanup(client.kill)
+        bob.expect(r"-- bot joined$")
+        bob.send("smile \U0001f600 caf\u00e9")
+        bob.send("after")
+        client.expect(r"^\d\d:\d\d <bob> smile \\U0001f600 caf\\xe9$")
+        client.expect(r"^\d\d:\d\d <bob> after$")
+        code, error = client.finish()
+        self.assertEqual(code, 0)
+        self.assertEqual(error, "")
+
     def test_a_full_server_says_so(self):
         server = self.start_server("--max-clients", "1")
         bob = self.peer("bob", server=server)
@@ -163,9 +181,10 @@ class TerminalClientTest(ClientTestCase):
         tty = self.terminal("--name", "tty", *args, **kwargs)
         tty.expect(r"-- welcome, tty! ")
         bob.expect(r"-- tty joined$")
-        # Its own copy of the notice, and the prompt drawn again after it:
-        # a key typed while a line is being printed can be echoed in between.
-        tty.expect(r"-- tty joined(\x1b\[0m)?\r\n(?=tty> )")
+        # The last line of joining (bob's join, shown from the history), and
+        # the prompt drawn again after it: a key typed while a line is being
+        # printed can be echoed in between.
+        tty.expect(r"-- end of earlier messages(\x1b\[0m)?\r\n(?=tty> )")
         tty.wait_reading()
         return tty
 
@@ -308,9 +327,156 @@ class TerminalClientTest(ClientTestCase):
         tty.expect(r"-- reconnected as tty")
         tty.type(" and after\r")
         carol.expect(r"<tty> before and after$")
+        # Joining again is that one status line: no welcome, no own notice.
+        self.assertEqual(len(re.findall(r"welcome, tty!", tty.text())), 1, tty.text())
+        self.assertNotIn("-- tty joined", tty.text())
         tty.wait_reading()
         tty.type("\x04")
         self.assertEqual(tty.wait(), 0)
+
+    def test_a_c_locale_terminal_shows_an_emoji_escaped_and_keeps_reading(self):
+        bob = self.peer("bob")
+        # PYTHONUTF8=0: Python 3.7+ would otherwise read the C locale as UTF-8.
+        tty = self.joined(bob, "--no-color", env={"LC_ALL": "C", "PYTHONUTF8": "0"})
+        bob.send("smile \U0001f600")
+        bob.send("after")
+        tty.expect(r"<bob> smile \\U0001f600\r\n")
+        tty.expect(r"<bob> after\r\n")
+        tty.type("ok\r")
+        bob.expect(r"<tty> ok$")
+        self.assertNoTraceback(tty.text())
+
+    def test_a_paste_is_paced_under_the_flood_limit_and_arrives_whole(self):
+        server = self.start_server("--rate-limit", "50", "--burst", "10")
+        bob = self.peer("bob", server)
+        tty = self.joined(bob, "--no-color", port=server.port)
+        count = 150
+        tty.type("".join("pasted %d\r" % i for i in range(count)))     # one write
+        got = [int(bob.expect(r"<tty> pasted (\d+)$").group(1)) for _ in range(count)]
+        self.assertEqual(got, list(range(count)))
+        self.assertNotIn("flood", tty.text())
+        self.assertEqual(len(re.findall(r"-- sending at 45 lines a second", tty.text())), 1,
+                         tty.text()[-800:])
+        tty.type("/quit\r")
+        self.assertEqual(tty.wait(), 0)
+
+    def test_dropped_for_idling_says_why_and_does_not_reconnect(self):
+        server = self.start_server("--idle-timeout", "1")
+        tty = self.terminal("--name", "tty", "--no-color", port=server.port)
+        tty.expect(r"-- welcome, tty! ")
+        tty.expect(r"!! disconnected: idle for more than 1 s; not reconnecting\r\n")
+        self.assertEqual(tty.wait(), 1)
+        self.assertEqual(len(re.findall(r"welcome, tty!", tty.text())), 1, tty.text())
+        self.assertNotIn("reconnecting (", tty.text())
+        self.assertNoTraceback(tty.text())
+
+    def test_a_wrong_password_after_a_restart_ends_the_reconnecting(self):
+        folder = tempfile.mkdtemp(prefix="chat-test-")
+        self.addCleanup(shutil.rmtree, folder, True)
+        old, new = os.path.join(folder, "old"), os.path.join(folder, "new")
+        for path, secret in ((old, "first secret\n"), (new, "second secret\n")):
+            with open(path, "w") as handle:
+                handle.write(secret)
+        port = free_port()
+        first = self.start_server("--password-file", old, port=port)
+        tty = self.terminal("--name", "tty", "--no-color", "--password-file", old, port=port)
+        tty.expect(r"-- welcome, tty! ")
+        first.kill()
+        tty.expect(r"-- connection lost; reconnecting")
+        self.start_server("--password-file", new, port=port)
+        tty.expect(r"!! wrong password; not reconnecting\r\n")
+        self.assertEqual(tty.wait(), 1)
+        self.assertNoTraceback(tty.text())
+
+    def test_retries_update_one_status_line_and_enter_retries_at_once(self):
+        port = self.server.port
+        bob, tty = self.bob_and_tty()
+        self.server.kill()
+        tty.expect(r"-- connection lost; reconnecting")
+        tty.expect(r"\r\x1b\[2K\d\d:\d\d -- cannot connect to 127\.0\.0\.1:%d: nothing is "
+                   r"listening there; trying again in 2 s\r\n" % port)
+        # The next failure replaces that line: up one line, cleared.
+        tty.expect(r"\x1b\[1A\r\x1b\[2K\d\d:\d\d -- cannot connect .*; trying again in 4 s\r\n")
+        second = self.start_server(port=port)
+        carol = self.peer("carol", second)
+        pressed = time.monotonic()
+        tty.type("\r")     # instead of waiting the 4 s out
+        carol.expect(r"-- tty joined$")
+        self.assertLess(time.monotonic() - pressed, 3.0)
+        tty.expect(r"-- reconnected as tty")
+        self.assertNotIn("Start it with", tty.text())
+
+    def test_own_lines_are_replaced_by_the_rooms_echo_of_them(self):
+        bob, tty = self.bob_and_tty()
+        tty.type("/me waves\r")
+        bob.expect(r"\* tty waves$")
+        # The line as typed is taken off the screen (up a line, cleared to
+        # the end), and the room's line takes its place.
+        # (The next prompt may be drawn before the echo comes, or after.)
+        tty.expect(r"tty> /me waves\r\n\x1b\[1A\r\x1b\[J(tty> \r\x1b\[2K)?"
+                   r"\d\d:\d\d \* tty waves\r\n(?=tty> )")
+        tty.wait_reading()      # and the prompt drawn after the echo: see joined()
+        tty.type("hello all\r")
+        tty.expect(r"tty> hello all\r\n\x1b\[1A\r\x1b\[J(tty> \r\x1b\[2K)?"
+                   r"\d\d:\d\d <tty> hello all\r\n")
+        self.assertNotRegex(tty.text(), r"tty> /me waves\r\n\d")
+
+    def test_joining_is_one_line_that_names_who_is_here(self):
+        bob = self.peer("bob")
+        carol = self.peer("carol")
+        tty = self.terminal("--name", "tty", "--no-color")
+        tty.expect(r"\d\d:\d\d -- welcome, tty! 2 others online: bob, carol\. "
+                   r"/help lists the commands\.\r\n")
+        bob.expect(r"-- tty joined$")
+        carol.sync()
+        tty.type("/who\r")
+        tty.expect(r"-- 3 online: ")
+        self.assertNotRegex(tty.text(), r"-- tty joined")
+        self.assertNotIn("Broadcast Chat", tty.text())     # the banner is for nc users
+
+    def test_a_mention_is_highlighted_and_rings_the_bell(self):
+        bob = self.peer("bob")
+        tty = self.joined(bob)
+        bob.send("not for you")
+        tty.expect(r"not for you")
+        self.assertNotIn("\a", tty.text())
+        bob.send("hey TTY, look")
+        tty.expect(r"hey \x1b\[7mTTY\x1b\[0m, look(\r\n|.)*?\a")
+        bob.send("/msg tty psst")
+        tty.expect(r"psst(\r\n|.)*?\a")
+
+    def test_no_bell(self):
+        bob = self.peer("bob")
+        tty = self.joined(bob, "--no-bell", "--no-color")
+        bob.send("hey tty")
+        bob.send("/msg tty psst")
+        bob.send("done")
+        tty.expect(r"<bob> done")
+        self.assertNotIn("\a", tty.text())
+
+    def test_tab_completes_commands_and_names(self):
+        bob = self.peer("bob")
+        tty = self.joined(bob, "--no-color")
+        carol = self.peer("carol")
+        tty.expect(r"-- carol joined\r\n(?=tty> )")
+        tty.wait_reading()
+        tty.type("/ms\t")
+        tty.expect(r"tty> /msg ")
+        tty.type("ca\t")
+        tty.expect(r"carol ")
+        tty.type("hi\r")
+        carol.expect(r"\*tty\* hi$")
+
+    def test_reply_answers_the_last_private_message(self):
+        bob, tty = self.bob_and_tty()
+        tty.type("/reply too early\r")
+        tty.expect(r"!! nobody has written to you privately yet")
+        bob.send("/msg tty psst")
+        tty.expect(r"\*bob\* psst\r\n(?=tty> )")
+        tty.wait_reading()
+        tty.type("/r got it\r")
+        bob.expect(r"\*tty\* got it$")
+        tty.expect(r"-> \*bob\* got it")
 
     def test_server_shutdown_is_shown(self):
         bob = self.peer("bob")

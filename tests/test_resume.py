@@ -226,7 +226,7 @@ class TerminalResumeTest(ServerTestCase):
         bob = self.peer("bob")
         tty = TerminalClient(port, "--name", "tty", "--no-color")
         self.addCleanup(tty.close)
-        tty.expect(r"-- tty joined\r\n(?=tty> )")
+        tty.expect(r"-- end of earlier messages\r\n(?=tty> )")   # the last line of joining
         bob.send("before the restart")
         tty.expect(r"<bob> before the restart")
         tty.wait_reading()
