@@ -9,7 +9,7 @@ place to start reading.
 
 import sys
 
-from broadcast_chat.server import main
+from broadcast_chat.startup import main
 
 if __name__ == "__main__":
     sys.exit(main())

@@ -26,7 +26,7 @@ def parse_args(argv: Optional[List[str]] = None) -> argparse.Namespace:
 def main(argv: Optional[List[str]] = None) -> int:
     options = parse_args(argv)
     if options.command == "start":
-        from . import server
-        return server.run(ServerConfig.from_args(options))
+        from . import startup
+        return startup.run(ServerConfig.from_args(options))
     from . import client
     return client.run(options)

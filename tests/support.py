@@ -563,7 +563,15 @@ class TerminalClient:
         self.reader = threading.Thread(target=self._read, daemon=True)
         self.reader.start()
 
+    # readline 8.1 and newer switch the terminal's bracketed-paste mode on and
+    # off around each line: switches that show nothing, left out of .output
+    # so that what the tests match is what a person sees, whichever readline
+    # the Python under test was built with.
+    _PASTE_MODE = re.compile(rb"\x1b\[\?2004[hl]")
+    _MODE_LENGTH = len(b"\x1b[?2004h")
+
     def _read(self) -> None:
+        pending = b""
         while True:
             try:
                 data = os.read(self.master, 65536)
@@ -571,10 +579,15 @@ class TerminalClient:
                 data = b""
             with self.cond:
                 if not data:
+                    self.output += self._PASTE_MODE.sub(b"", pending)
                     self.closed = True
                     self.cond.notify_all()
                     return
-                self.output += data
+                pending += data
+                # An escape at the very end may be the start of a switch.
+                cut = pending.rfind(b"\x1b", len(pending) - self._MODE_LENGTH + 1)
+                ready, pending = (pending[:cut], pending[cut:]) if cut >= 0 else (pending, b"")
+                self.output += self._PASTE_MODE.sub(b"", ready)
                 self.cond.notify_all()
 
     def __enter__(self) -> "TerminalClient":

@@ -82,6 +82,13 @@ class LayoutTest(unittest.TestCase):
         for target in project["project"]["scripts"].values():
             self.assertTrue(target.startswith("broadcast_chat."), target)
 
+    def test_no_module_is_over_about_600_lines(self):
+        folder = os.path.join(ROOT, "broadcast_chat")
+        for name in sorted(os.listdir(folder)):
+            if name.endswith(".py") and not name.startswith("_"):    # _confusables: data
+                with open(os.path.join(folder, name), encoding="utf-8") as handle:
+                    self.assertLessEqual(sum(1 for _ in handle), 620, name)
+
     def test_starting_the_server_loads_neither_readline_nor_ctypes(self):
         code = ("import sys; sys.argv = ['x', '--version']\n"
                 "from broadcast_chat import cli, server\n"

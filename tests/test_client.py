@@ -413,11 +413,11 @@ class TerminalClientTest(ClientTestCase):
         # The line as typed is taken off the screen (up a line, cleared to
         # the end), and the room's line takes its place.
         # (The next prompt may be drawn before the echo comes, or after.)
-        tty.expect(r"tty> /me waves\r\n\x1b\[1A\r\x1b\[J(tty> \r\x1b\[2K)?"
+        tty.expect(r"tty> /me waves\r\n\r?\x1b\[1A\r\x1b\[J(tty> \r\x1b\[2K)?"
                    r"\d\d:\d\d \* tty waves\r\n(?=tty> )")
         tty.wait_reading()      # and the prompt drawn after the echo: see joined()
         tty.type("hello all\r")
-        tty.expect(r"tty> hello all\r\n\x1b\[1A\r\x1b\[J(tty> \r\x1b\[2K)?"
+        tty.expect(r"tty> hello all\r\n\r?\x1b\[1A\r\x1b\[J(tty> \r\x1b\[2K)?"
                    r"\d\d:\d\d <tty> hello all\r\n")
         self.assertNotRegex(tty.text(), r"tty> /me waves\r\n\d")
 

@@ -12,7 +12,7 @@ import unittest
 from tests.support import (WINDOWS, Peer, ServerTestCase, TerminalClient, needs_posix_signals,
                            run_server, wait_until)
 
-from broadcast_chat.client import Connection, StreamPosition
+from broadcast_chat.connection import Connection, StreamPosition
 
 
 class Resumer:

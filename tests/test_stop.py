@@ -15,7 +15,7 @@ from tests.support import PYTHON, ROOT, ServerProcess, ServerTestCase, drain
 RAISE_ON_INPUT = (
     "import os, signal, sys, threading\n"
     "sys.path.insert(0, %r)\n"
-    "from broadcast_chat.server import main\n"
+    "from broadcast_chat.startup import main\n"
     "signum = getattr(signal, sys.argv.pop(1))\n"
     "def stop():\n"
     "    sys.stdin.readline()\n"

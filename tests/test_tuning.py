@@ -7,7 +7,7 @@ import socket
 import time
 import unittest
 
-from broadcast_chat import server, tuning
+from broadcast_chat import server, startup, tuning
 
 
 class SmallChunks(tuning.ChunkedSelectSelector):
@@ -147,7 +147,7 @@ class ErrorsTest(unittest.TestCase):
     def test_windows_access_denied_on_bind_says_in_use_or_reserved(self):
         exc = OSError(errno.EACCES, "access denied")
         exc.winerror = 10013
-        self.assertIn("in use or reserved by Windows", server.bind_error("127.0.0.1", 5000, exc))
+        self.assertIn("in use or reserved by Windows", startup.bind_error("127.0.0.1", 5000, exc))
 
 
 if __name__ == "__main__":
