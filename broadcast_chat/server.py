@@ -20,7 +20,7 @@ import ssl
 import threading
 import time
 import traceback
-from typing import List, Optional, Tuple
+from typing import Callable, List, Optional, Tuple
 
 from . import handshake, history, tuning, web, websocket, wire
 from .admission import Arrival, Gate
@@ -288,6 +288,13 @@ class ChatServer:
         """Read the member's lines until it leaves: the lines that came
         with the password, then the bytes read to tell what the client
         is, then what it sends (held by guard until it is surely no HTTP)."""
+        self.serve_member(member, lambda: self.read_lines(member, framer, early, tls, first,
+                                                         guard))
+
+    def read_lines(self, member: Member, framer: LineFramer, early: List[bytes],
+                   tls: Optional[TlsCodec], first: bytes,
+                   guard: Optional[web.LateHttpGuard]) -> str:
+        """converse()'s loop; returns why the member left."""
         config, room, writer = self.config, self.room, self.writer
         sock = member.sock
         session = Session(room, member, config.rate_limit, config.burst, config.max_line,
@@ -297,53 +304,45 @@ class ChatServer:
         waiter = tuning.ReadWaiter(sock)
         size = self.small_read
         full = False    # the last read filled the buffer: more is likely waiting
-        try:
-            if early:
-                session.handle(interpret_lines(early), 0)
-            data = first    # read already, and plain text
-            while session.quit_reason is None:
+        if early:
+            session.handle(interpret_lines(early), 0)
+        data = first    # read already, and plain text
+        while session.quit_reason is None:
+            if not data:
+                if writer.lagging:
+                    writer.wait_for_space()
+                if not full:
+                    waiter.wait()
+                    if member.queue.ended:      # dropped: a wake-up may be all it got
+                        break
+                try:
+                    data = sock.recv(size)
+                except BlockingIOError:
+                    full = False
+                    continue
                 if not data:
-                    if writer.lagging:
-                        writer.wait_for_space()
-                    if not full:
-                        waiter.wait()
-                        if member.queue.ended:      # dropped: a wake-up may be all it got
-                            break
-                    try:
-                        data = sock.recv(size)
-                    except BlockingIOError:
-                        full = False
-                        continue
-                    if not data:
+                    break
+                full = len(data) == size
+                size = self.large_read if full else self.small_read
+                if tls is not None:
+                    data, reply, closed = tls.decrypt(data)
+                    if reply:
+                        room.poke(member)
+                    if closed:
                         break
-                    full = len(data) == size
-                    size = self.large_read if full else self.small_read
-                    if tls is not None:
-                        data, reply, closed = tls.decrypt(data)
-                        if reply:
-                            room.poke(member)
-                        if closed:
-                            break
-                if guard is not None:
-                    data = guard.take(data)
-                    if data is None:
-                        reason = "an HTTP request after the banner"
-                        break
-                    if guard.done:
-                        guard = None
-                steps, too_long = classify(framer, data, fast=member.name is not None)
-                data = b""
-                session.handle(steps, too_long)
-            if session.quit_reason is not None:
-                reason = session.quit_reason
-        except (OSError, ssl.SSLError):
-            pass
-        except Exception as exc:   # a bug must cost one client, not the server
-            self.log("error", member.address, "%s: %s\n%s" % (
-                type(exc).__name__, exc, traceback.format_exc().rstrip()))
-            reason = "server error"
-        finally:
-            room.leave(member, reason)
+            if guard is not None:
+                data = guard.take(data)
+                if data is None:
+                    reason = "an HTTP request after the banner"
+                    break
+                if guard.done:
+                    guard = None
+            steps, too_long = classify(framer, data, fast=member.name is not None)
+            data = b""
+            session.handle(steps, too_long)
+        if session.quit_reason is not None:
+            reason = session.quit_reason
+        return reason
 
     def converse_web(self, member: Member, early: List[websocket.Event],
                      tls: Optional[TlsCodec]) -> None:
@@ -353,17 +352,22 @@ class ChatServer:
         session = Session(room, member, config.rate_limit, config.burst, config.max_line,
                           room.clock)
         reader = web.WebSocketReader(room, member, session, tls, config.max_line)
+        self.serve_member(member, lambda: reader.run(early))
+
+    def serve_member(self, member: Member, read: Callable[[], str]) -> None:
+        """Run read() (it returns why the member left) and take the member
+        out of the room: a bug costs one client, not the server."""
         reason = "connection lost"
         try:
-            reason = reader.run(early)
+            reason = read()
         except (OSError, ssl.SSLError):
             pass
-        except Exception as exc:   # a bug must cost one client, not the server
+        except Exception as exc:
             self.log("error", member.address, "%s: %s\n%s" % (
                 type(exc).__name__, exc, traceback.format_exc().rstrip()))
             reason = "server error"
         finally:
-            room.leave(member, reason)
+            self.room.leave(member, reason)
 
     # -- before joining: HTTP, TLS and the password --------------------------------
 
