@@ -1,11 +1,11 @@
 """What tests/support.py reads from Linux's /proc, for a Windows process.
 
 threads(pid): Toolhelp32 snapshot; rss_kb(pid): the working set
-(K32GetProcessMemoryInfo); handles(pid): SystemExtendedHandleInformation.
-Handles are not descriptors: besides its socket, each connection of the
-server holds its thread's handle and an event (3 a connection under Wine),
-so a count of sockets cannot be had from them. Windows only; importing the
-module elsewhere does nothing.
+(K32GetProcessMemoryInfo). There is no count of sockets: handles are not
+descriptors (besides its socket, each connection of the server holds its
+thread's handle and an event, and Wine opens and closes handles of its own
+at any time), so the descriptor checks skip on Windows. Windows only;
+importing the module elsewhere does nothing.
 """
 
 import sys
@@ -15,13 +15,10 @@ if sys.platform == "win32":
     from ctypes import wintypes
 
     _kernel32 = ctypes.WinDLL("kernel32", use_last_error=True)
-    _ntdll = ctypes.WinDLL("ntdll")
 
     _TH32CS_SNAPTHREAD = 0x4
     _PROCESS_QUERY_INFORMATION = 0x0400
     _PROCESS_VM_READ = 0x0010
-    _SYSTEM_EXTENDED_HANDLE_INFORMATION = 64
-    _STATUS_INFO_LENGTH_MISMATCH = 0xC0000004
     _INVALID_HANDLE_VALUE = wintypes.HANDLE(-1).value
 
     class _ThreadEntry(ctypes.Structure):
@@ -36,13 +33,6 @@ if sys.platform == "win32":
                 "PeakWorkingSetSize", "WorkingSetSize", "QuotaPeakPagedPoolUsage",
                 "QuotaPagedPoolUsage", "QuotaPeakNonPagedPoolUsage", "QuotaNonPagedPoolUsage",
                 "PagefileUsage", "PeakPagefileUsage")]
-
-    class _HandleEntry(ctypes.Structure):
-        _fields_ = [("Object", ctypes.c_void_p), ("UniqueProcessId", ctypes.c_size_t),
-                    ("HandleValue", ctypes.c_size_t), ("GrantedAccess", wintypes.ULONG),
-                    ("CreatorBackTraceIndex", wintypes.USHORT),
-                    ("ObjectTypeIndex", wintypes.USHORT),
-                    ("HandleAttributes", wintypes.ULONG), ("Reserved", wintypes.ULONG)]
 
     _kernel32.CreateToolhelp32Snapshot.argtypes = [wintypes.DWORD, wintypes.DWORD]
     _kernel32.CreateToolhelp32Snapshot.restype = wintypes.HANDLE
@@ -84,25 +74,6 @@ if sys.platform == "win32":
             return counters.WorkingSetSize // 1024
         finally:
             _kernel32.CloseHandle(process)
-
-    def handles(pid: int) -> int:
-        """Handles process pid has open, of every kind."""
-        size = 1 << 20
-        while True:
-            buffer = ctypes.create_string_buffer(size)
-            needed = wintypes.ULONG()
-            status = _ntdll.NtQuerySystemInformation(
-                _SYSTEM_EXTENDED_HANDLE_INFORMATION, buffer, size, ctypes.byref(needed))
-            status &= 0xFFFFFFFF
-            if status == _STATUS_INFO_LENGTH_MISMATCH:
-                size *= 2
-                continue
-            if status:
-                raise OSError("NtQuerySystemInformation: NTSTATUS %#x" % status)
-            count = ctypes.c_size_t.from_buffer(buffer).value
-            # The table: a count and a reserved word, then the entries.
-            entries = (_HandleEntry * count).from_buffer(buffer, 2 * ctypes.sizeof(ctypes.c_size_t))
-            return sum(1 for entry in entries if entry.UniqueProcessId == pid)
 
 
 def under_wine() -> bool:
