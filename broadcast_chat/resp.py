@@ -5,6 +5,7 @@ moves their bytes over one socket. Standard library only.
 """
 
 import collections
+import re
 import socket
 import ssl
 import urllib.parse
@@ -33,6 +34,7 @@ class RedisError(Exception):
 RedisAddress = collections.namedtuple("RedisAddress", "host port db tls password username")
 
 _INCOMPLETE = object()
+_DIGITS = re.compile(r"[0-9]+\Z")     # str.isdigit() takes "²", which int() refuses
 
 
 def encode(*args: Any) -> bytes:
@@ -103,34 +105,30 @@ class Parser:
                 if len(buffer) - start > self.max_line:
                     raise ProtocolError("a reply line longer than %d bytes" % self.max_line)
                 return _INCOMPLETE
-            kind, line = buffer[start:start + 1], bytes(buffer[start + 1:end])
+            kind, line, after = buffer[start:start + 1], bytes(buffer[start + 1:end]), end + 2
+            if kind in (b"$", b"*"):
+                size = _number(line)
+                if size < -1:
+                    raise ProtocolError("a negative length %d" % size)
+                if kind == b"$" and size >= 0:
+                    if len(buffer) < after + size + 2:
+                        return _INCOMPLETE
+                    if buffer[after + size:after + size + 2] != b"\r\n":
+                        raise ProtocolError("a bulk string longer than its length %d" % size)
+                    self._pos = after + size + 2
+                    return bytes(buffer[after:after + size])
+            self._pos = after
             if kind == b"+":
-                self._pos = end + 2
                 return line.decode("utf-8", "replace")
             if kind == b"-":
-                self._pos = end + 2
                 return RedisError(line.decode("utf-8", "replace"))
-            if kind not in (b":", b"$", b"*"):
-                raise ProtocolError("unexpected reply %r" % bytes(buffer[start:end + 2][:40]))
-            number = _number(line)
             if kind == b":":
-                self._pos = end + 2
-                return number
-            if kind == b"$":
-                if number < 0:
-                    self._pos = end + 2
-                    return _null(number)
-                stop = end + 2 + number
-                if len(buffer) < stop + 2:
-                    return _INCOMPLETE
-                if buffer[stop:stop + 2] != b"\r\n":
-                    raise ProtocolError("a bulk string longer than its length %d" % number)
-                self._pos = stop + 2
-                return bytes(buffer[end + 2:stop])
-            self._pos = end + 2
-            if number <= 0:
-                return _null(number) if number else []
-            self._open.append([[], number])
+                return _number(line)
+            if kind not in (b"$", b"*"):
+                raise ProtocolError("unexpected reply %r" % bytes(buffer[start:after][:40]))
+            if size <= 0:
+                return [] if size == 0 else None    # $-1 comes here too
+            self._open.append([[], size])
 
 
 def _number(line: bytes) -> int:
@@ -139,21 +137,16 @@ def _number(line: bytes) -> int:
     return int(line)
 
 
-def _null(number: int) -> None:
-    if number != -1:
-        raise ProtocolError("a negative length %d" % number)
-    return None
-
-
 def parse_url(url: str) -> RedisAddress:
     """redis://[USER:PASSWORD@]HOST[:PORT][/DB], or rediss:// for TLS.
 
     Raises ValueError with a one-line message naming what is wrong, for
-    the caller to show with its option's name ("--redis: " + message).
+    the caller to show with its option's name ("--redis: " + message);
+    it never repeats the URL, which may hold a password.
     """
     scheme, sep, rest = url.partition("://")
     if not sep:
-        raise ValueError("%r is not a URL like redis://HOST:PORT/DB" % url)
+        raise ValueError("not a URL like redis://HOST:PORT/DB")
     if scheme.lower() not in ("redis", "rediss"):
         raise ValueError("the scheme must be redis:// or rediss://, not %s://" % scheme)
     netloc, _, path = rest.partition("/")
@@ -176,14 +169,14 @@ def parse_url(url: str) -> RedisAddress:
             raise ValueError("an IPv6 address goes in brackets: redis://[::1]:6379")
         port_text = port_text if colon else None
     if not host:
-        raise ValueError("no host in %s" % url)
+        raise ValueError("no host in the URL")
     port = 6379
     if port_text is not None:
-        if not port_text.isdigit() or not 0 < int(port_text) < 65536:
+        if not _DIGITS.match(port_text) or not 0 < int(port_text) < 65536:
             raise ValueError("the port must be a number from 1 to 65535, not %r" % port_text)
         port = int(port_text)
     db_text = path.rstrip("/")
-    if db_text and not db_text.isdigit():
+    if db_text and not _DIGITS.match(db_text):
         raise ValueError("the database must be a number, not %r" % db_text)
     return RedisAddress(host, port, int(db_text or 0), scheme.lower() == "rediss",
                         password, username)
