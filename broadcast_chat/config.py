@@ -7,12 +7,13 @@ import os
 import re
 from typing import List, Optional
 
-from . import __version__
+from . import __version__, resp
 from .tls import PASSWORD_ENV
 
 DEFAULT_HOST = "127.0.0.1"
 DEFAULT_PORT = 5000
 ORIGIN = re.compile(r"(?:https?://[^/?#\s]+/?|null)\Z")
+NODE = re.compile(r"[A-Za-z0-9._-]{1,64}\Z")
 
 
 class ServerConfig:
@@ -40,6 +41,11 @@ class ServerConfig:
         name's token gets the name back (0: tokens off).
     allow_origins: web pages (scheme://host[:port]) besides the server's own
         whose scripts may open a WebSocket to the chat.
+    redis: redis://HOST:PORT/DB (rediss:// for TLS): one room with every
+        other server given the same; redis_password_file: Redis's password
+        is its first line (or REDIS_PASSWORD); node: this server's name
+        among them (default: host, process and a random part);
+        presence_ttl: seconds after which a server not heard of is gone.
     """
 
     def __init__(self, host: str = DEFAULT_HOST, port: int = DEFAULT_PORT,
@@ -51,7 +57,9 @@ class ServerConfig:
                  password_file: Optional[str] = None, history: int = 50,
                  history_keep: int = 1000, history_max_age: float = 0.0,
                  history_file: Optional[str] = None, name_grace: float = 120.0,
-                 allow_origins: Optional[List[str]] = None) -> None:
+                 allow_origins: Optional[List[str]] = None, redis: Optional[str] = None,
+                 redis_password_file: Optional[str] = None,
+                 node: Optional[str] = None, presence_ttl: float = 5.0) -> None:
         self.host = host
         self.port = port
         self.clients_file = clients_file
@@ -73,11 +81,16 @@ class ServerConfig:
         self.name_grace = name_grace
 
         self.allow_origins = list(allow_origins or [])
+        self.redis = redis
+        self.redis_password_file = redis_password_file
+        self.node = node
+        self.presence_ttl = presence_ttl
 
     OPTIONS = ("host", "port", "clients_file", "clients_file_interval", "max_clients",
                "max_per_address", "queue_limit", "rate_limit", "burst", "max_line",
                "idle_timeout", "tls_cert", "tls_key", "password_file", "history",
-               "history_keep", "history_max_age", "history_file", "name_grace", "allow_origins")
+               "history_keep", "history_max_age", "history_file", "name_grace", "allow_origins",
+               "redis", "redis_password_file", "node", "presence_ttl")
 
     @classmethod
     def from_args(cls, options: argparse.Namespace) -> "ServerConfig":
@@ -113,6 +126,20 @@ class ServerConfig:
         if self.history_file and not os.path.isdir(history_folder):
             return "cannot use the history file %s: the folder %s does not exist" % (
                 self.history_file, history_folder)
+        if self.redis:
+            try:
+                resp.parse_url(self.redis)
+            except ValueError as exc:
+                return "--redis: %s" % exc
+            if self.history_file:
+                return ("--history-file and --redis do not go together: with Redis the "
+                        "history is kept there, for every server")
+        elif self.redis_password_file or self.node:
+            return "--redis-password-file and --node need --redis"
+        if not 0.5 <= self.presence_ttl <= 600:
+            return "--presence-ttl must be from 0.5 to 600 seconds"
+        if self.node is not None and not NODE.match(self.node):
+            return "--node %s: use letters, digits, '.', '-' and '_' (at most 64)" % self.node
         for origin in self.allow_origins:
             if not ORIGIN.match(origin):
                 return ("--allow-origin %s: give a page's origin, scheme://host[:port], "
@@ -172,6 +199,16 @@ def add_server_options(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--allow-origin", action="append", dest="allow_origins", default=[],
                         metavar="URL", help="also let pages from this origin (https://host:port) "
                                             "open a WebSocket to the chat; repeatable")
+    parser.add_argument("--redis", metavar="URL",
+                        help="share one room with every server given the same Redis: "
+                             "redis://HOST:PORT/DB, rediss:// for TLS")
+    parser.add_argument("--redis-password-file", metavar="FILE",
+                        help="Redis's password: the first line of FILE (or set REDIS_PASSWORD)")
+    parser.add_argument("--node", metavar="NAME",
+                        help="this server's name among the others (default: host and process)")
+    # Hidden: how soon a server killed outright is taken for gone; tests shorten it.
+    parser.add_argument("--presence-ttl", type=float, default=default.presence_ttl,
+                        help=argparse.SUPPRESS)
     parser.add_argument("--version", action="version", version="%(prog)s " + __version__)
 
 

@@ -13,6 +13,7 @@ its own timers (notices, idle members) in one thread, run_timers().
 """
 
 import collections
+import itertools
 import socket
 import threading
 import time
@@ -41,7 +42,9 @@ class Member:
 
     __slots__ = ("sock", "queue", "host", "address", "connected_at", "name",
                  "state", "fmt", "last_heard", "resume", "claim", "token", "named_at",
-                 "replaced")
+                 "replaced", "serial")
+
+    _serials = itertools.count(1)
 
     def __init__(self, sock: socket.socket, peer: Tuple) -> None:
         self.sock = sock
@@ -59,6 +62,7 @@ class Member:
         self.token = None       # type: Optional[str]  the token it was given
         self.named_at = 0.0     # monotonic time it took its present name
         self.replaced = False   # a reconnect with its token took its place
+        self.serial = next(self._serials)   # tells it from others in a cluster
 
     @property
     def echo(self) -> bool:
@@ -131,6 +135,9 @@ class Room:
                 self.ring.keep(event)
             self.last_id = restored[1]
         self.closing = False
+        # With several servers (cluster.Cluster): orders the events and
+        # hands them back to deliver(); keeps names unique among all.
+        self.cluster = None     # type: Any
         self.timers = threading.Condition(self.lock)
         self.on_change = lambda: None       # type: Callable[[], None]
         self.on_size = lambda size: None    # type: Callable[[int], None]
@@ -174,6 +181,8 @@ class Room:
                     self._announce("leave", member.name, reason)
             self.writer.retire(member.queue)
             size = len(self.members)
+        if joined and self.cluster is not None:
+            self.cluster.release(member, member.name)
         self.on_size(size)
         self.on_change()
         self.log("leave", member.name or "-", member.address, reason)
@@ -183,6 +192,23 @@ class Room:
         name, problem = names.check_name(wanted)
         if problem:
             return "name_invalid", "invalid name: " + problem
+        cluster = self.cluster
+        if cluster is None or member.name == name:
+            return self._rename(member, name)
+        # Claimed among all the servers first (a round trip, not under the
+        # lock); a clash with a member of this server is settled here.
+        holder = cluster.claim(member, name)
+        if holder is not None and holder != cluster.HERE:
+            return "name_taken", "name taken: %s is already in use" % holder
+        problem = self._rename(member, name)
+        if member.name != name:
+            if holder is None:
+                cluster.release(member, name)
+        elif holder == cluster.HERE:
+            cluster.claim(member, name, force=True)
+        return problem
+
+    def _rename(self, member: Member, name: str) -> Optional[Problem]:
         with self.lock:
             if member.state == LEFT:
                 return None
@@ -214,6 +240,8 @@ class Room:
         if old is None:
             self.log("join", name, member.address)
         else:
+            if self.cluster is not None:
+                self.cluster.release(member, old)
             self.log("rename", old, name, member.address)
         return None
 
@@ -275,7 +303,8 @@ class Room:
 
     def _welcome(self, member: Member) -> None:
         assert self.lock.locked()
-        others = len(self.by_name) - 1
+        elsewhere = self.cluster.elsewhere if self.cluster is not None else ()
+        others = len(self.by_name) - 1 + len(elsewhere)
         text = "welcome, %s! %s. /help lists the commands." % (
             member.name, "You are alone here" if others == 0 else
             "%d other%s online" % (others, "" if others == 1 else "s"))
@@ -284,6 +313,7 @@ class Room:
         # a write to every member per join.
         here = [holder.name for holder in self.by_name.first(self.welcome_names + 1)
                 if holder is not member][:self.welcome_names]
+        here += elsewhere[:self.welcome_names - len(here)]
         fields = {"name": member.name, "others": others,
                   "names": sorted(here, key=str.casefold)}   # type: Dict[str, Any]
         if self.tokens is not None and member.echo:
@@ -300,13 +330,19 @@ class Room:
             return self.by_name.find(name)
 
     def names(self) -> List[str]:
+        """Everyone's names: in a cluster, on every server (asked of Redis)."""
+        elsewhere = []      # type: List[str]
+        if self.cluster is not None:
+            elsewhere = self.cluster.names()
+            if elsewhere is None:   # Redis out of reach: the last names known
+                elsewhere = self.cluster.elsewhere
         with self.lock:
             named = [m.name for m in self.members if m.state == JOINED]
-        return sorted(named, key=str.casefold)
+        return sorted(named + elsewhere, key=str.casefold)
 
     def named_count(self) -> int:
         with self.lock:
-            return len(self.by_name)
+            return len(self.by_name) + (len(self.cluster.elsewhere) if self.cluster else 0)
 
     def snapshot(self) -> List[Dict[str, Any]]:
         with self.lock:
@@ -334,9 +370,10 @@ class Room:
             # senders at once cannot all pass the check before the queues fill.
             if self.writer.lagging and self.writer.crowded():
                 return False
+            if self.cluster is not None and self.cluster.busy():
+                return False
             self._flush_notices()
-            event = self._order(kind, sender.name, **fields)
-            self._fan_out([event], sender)
+            self._emit([self._event(kind, sender.name, **fields)], sender)
         return True
 
     def whisper(self, sender: Member, target: Member, text: str) -> None:
@@ -351,6 +388,24 @@ class Room:
                 target.fmt, now, sender.name, target.name, text, False))
             self.writer.put(sender.queue, wire.private(
                 sender.fmt, now, sender.name, target.name, text, True))
+
+    def whisper_elsewhere(self, sender: Member, name: str, text: str) -> Optional[str]:
+        """A private message to a member of another server of the cluster:
+        its name as it holds it, or None if nobody anywhere holds name."""
+        if self.cluster is None:
+            return None
+        target = self.cluster.whisper(sender, name, text)
+        if target is not None:
+            self.tell(sender, wire.private(sender.fmt, self.clock(), sender.name, target,
+                                           text, True), after_notices=True)
+        return target
+
+    def whisper_from(self, sender: str, target: Member, text: str) -> None:
+        """A private message from a member of another server of the cluster."""
+        with self.lock:
+            if target.state == JOINED:
+                self.writer.put(target.queue, wire.private(
+                    target.fmt, self.clock(), sender, target.name, text, False))
 
     def tell(self, member: Member, data: bytes, after_notices: bool = False) -> None:
         """Queue an answer for one member. Waiting notices stay waiting
@@ -385,19 +440,87 @@ class Room:
 
     # -- ordering -----------------------------------------------------------
 
-    def _order(self, kind: str, name: str = "", count: int = 1, **fields: Any) -> wire.Event:
-        """The next event: its id (and count - 1 more after it) and time."""
+    def _event(self, kind: str, name: str = "", count: int = 1, **fields: Any) -> wire.Event:
+        """An event of now, without ids yet."""
+        return wire.Event(None, self.clock(), kind, name, count=count, **fields)
+
+    def _emit(self, events: List[wire.Event], sender: Optional[Member] = None) -> None:
+        """Order events and queue them for everyone: here, the next ids;
+        in a cluster, the cluster gives ids and hands them to deliver()."""
         assert self.lock.locked()
-        event = wire.Event(self.last_id + 1, self.clock(), kind, name, count=count, **fields)
-        self.last_id += count
-        self._keep(event)
-        return event
+        if self.cluster is not None:
+            self.cluster.send(events, sender)
+            return
+        for event in events:
+            event.first = self.last_id + 1
+            self.last_id += event.count
+            self._keep(event)
+        self._fan_out(events, sender)
 
     def _keep(self, event: wire.Event) -> None:
         """Keep event in the ring (and the file), the oldest dropped past its bounds."""
         self.ring.keep(event)
         if self.store is not None:
             self.store.add(event)
+
+    # -- what the cluster hands back ------------------------------------------
+
+    def deliver(self, events: List[Tuple[wire.Event, Optional[Member], bool]]) -> None:
+        """Events the cluster ordered, oldest first, each with its sender
+        here (or None) and whether it was shown already (relayed here while
+        the cluster was out of reach): kept, and queued for everyone else."""
+        with self.lock:
+            run = []    # type: List[wire.Event]
+            run_sender = None
+            for event, sender, shown in events:
+                if event.first > self.last_id:
+                    self.last_id = event.last
+                    self._keep(event)
+                # else the ids went back (Redis lost its data and a server
+                # that knew fewer ids gave them again): shown, not kept.
+                if shown:
+                    continue
+                if run and sender is not run_sender:
+                    self._fan_out(run, run_sender)
+                    run = []
+                run_sender = sender
+                run.append(event)
+            if run:
+                self._fan_out(run, run_sender)
+
+    def show(self, events: List[wire.Event], sender: Optional[Member]) -> None:
+        """Queue events without ids for everyone here (the cluster cannot
+        order them now); the lock held."""
+        assert self.lock.locked()
+        self._fan_out(events, sender)
+
+    def missed(self, count: int) -> None:
+        """Tell everyone that count events of the room were lost to this server."""
+        with self.lock:
+            now = self.clock()
+            for member in self.members:
+                if member.state == JOINED:
+                    self.writer.put(member.queue, wire.reply(
+                        member.fmt, "missed", "%d event%s of the room missed: the other "
+                        "servers said them while this one could not hear them" % (
+                            count, "" if count == 1 else "s"), now, events=count))
+
+    def adopt(self, epoch: str, events: List[wire.Event]) -> None:
+        """Take the cluster's run of ids (its epoch) and its latest events,
+        when this server first joins it."""
+        with self.lock:
+            self.epoch = epoch
+            self.ring = Ring(self.ring.max_events, self.history_bytes)
+            for event in events:
+                self._keep(event)
+            self.last_id = events[-1].last if events else self.last_id
+            self.replays.clear()
+
+    def lost(self, names: List[str], reason: str) -> None:
+        """Members of another server that is gone: a leave notice for each."""
+        with self.lock:
+            for name in names:
+                self._announce("leave", name, reason)
 
     # -- history ------------------------------------------------------------
 
@@ -505,8 +628,7 @@ class Room:
             return
         folded = wire.fold_notices(self.notices)
         self.notices = []
-        events = [self._order(notice.kind, notice=notice) for notice in folded]
-        self._fan_out(events)
+        self._emit([self._event(notice.kind, notice=notice) for notice in folded])
 
     def _notice_wait(self) -> float:
         """How long notices wait to be folded: longer in a larger room,

@@ -20,9 +20,10 @@ import ssl
 import threading
 import time
 import traceback
-from typing import Callable, List, Optional, Tuple
+from typing import Any, Callable, Dict, List, Optional, Tuple
 
-from . import handshake, history, tuning, web, websocket, wire
+from . import handshake, history, resp, tuning, web, websocket, wire
+from .cluster import Cluster
 from .admission import Arrival, Gate
 from .config import ServerConfig
 from .log import Log
@@ -73,15 +74,20 @@ class ChatServer:
         self.password = read_password(config.password_file, os.environ)
         self.page = web.load_page()
         self.http_slots = web.HttpSlots(config.max_per_address)
-        self.listener = self.bind(config.host, config.port)
+        self.listener = self.bind(config.host, config.port, shared=bool(config.redis))
         self.gate = Gate(counts_handshakes=self.tls_context is not None or
                          self.password is not None)
         self.writer = Writer(threading.Lock(), config.queue_limit, log)
         self.history_file = history.open_history_file(config, log)
         self.room = Room(self.writer, log, config.max_clients, config.max_per_address,
                          config.idle_timeout, **history.room_options(config, self.history_file))
+        self.cluster = None     # type: Optional[Cluster]
+        if config.redis:
+            self.cluster = Cluster(self.room, resp.parse_url(config.redis), read_password(
+                config.redis_password_file, os.environ, "REDIS_PASSWORD"), log,
+                keep=config.history_keep, node=config.node, presence_ttl=config.presence_ttl)
         self.clients_file = ClientsFile(config.clients_file, config.clients_file_interval,
-                                        self.room.snapshot, log)
+                                        self.snapshot, log)
         self.room.on_change = self.clients_file.changed
         self.timers = threading.Thread(target=self.room.run_timers, name="room-timers",
                                        daemon=True)
@@ -95,10 +101,15 @@ class ChatServer:
         self.selector.register(self.wake_reader, selectors.EVENT_READ)
 
     @staticmethod
-    def bind(host: str, port: int) -> socket.socket:
+    def bind(host: str, port: int, shared: bool = False) -> socket.socket:
+        """The listening socket; shared: other servers of a cluster may
+        listen on the same port (SO_REUSEPORT: the kernel spreads the
+        connections among them), where the platform can."""
         family = socket.AF_INET6 if ":" in host else socket.AF_INET
         listener = socket.socket(family, socket.SOCK_STREAM)
         try:
+            if shared and hasattr(socket, "SO_REUSEPORT"):
+                listener.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEPORT, 1)
             if os.name == "nt":
                 # SO_REUSEADDR would let two servers share the port there;
                 # this keeps anyone else from binding it while we hold it.
@@ -112,6 +123,15 @@ class ChatServer:
             listener.close()
             raise
         return listener
+
+    def snapshot(self) -> List[Dict[str, Any]]:
+        """What clients.json lists: the members of this server (in a
+        cluster, each with this server's node name)."""
+        records = self.room.snapshot()
+        if self.cluster is not None:
+            for record in records:
+                record["node"] = self.cluster.node
+        return records
 
     @property
     def server_address(self) -> Tuple:
@@ -131,6 +151,8 @@ class ChatServer:
         self.writer.start()
         self.timers.start()
         self.clients_file.start()
+        if self.cluster is not None:
+            self.cluster.start()
 
     def serve_forever(self, poll_interval: float = 0.5) -> None:
         try:
@@ -477,6 +499,8 @@ class ChatServer:
     def close(self) -> None:
         """Stop accepting, say goodbye, close every socket, empty the file."""
         self.listener.close()
+        if self.cluster is not None:
+            self.cluster.stop("server shutting down")
         self.room.close("server shutting down", self.shutdown_grace)
         self.timers.join(1.0)
         if self.history_file is not None:

@@ -187,6 +187,8 @@ class Session:
         if member.name is None:
             room.name_guest(member)
         target = room.find(action.target)
+        if target is None and room.whisper_elsewhere(member, action.target, action.text):
+            return
         if target is None:
             self.error("no_such_name", "no such name: %s (/who lists who is online)"
                        % action.target, name=action.target)

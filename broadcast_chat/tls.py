@@ -127,8 +127,10 @@ def modern(context: ssl.SSLContext) -> ssl.SSLContext:
     return context
 
 
-def read_password(path: Optional[str], environ: Dict[str, str]) -> Optional[bytes]:
-    """The room password from a file (first line) or the environment.
+def read_password(path: Optional[str], environ: Dict[str, str],
+                  variable: str = PASSWORD_ENV) -> Optional[bytes]:
+    """The room password (or another: variable) from a file (first line)
+    or the environment.
 
     Raises ValueError with a message for a file that cannot be used.
     """
@@ -141,5 +143,5 @@ def read_password(path: Optional[str], environ: Dict[str, str]) -> Optional[byte
         if not secret:
             raise ValueError("the password file %s is empty" % path)
         return secret
-    secret_text = environ.get(PASSWORD_ENV)
+    secret_text = environ.get(variable)
     return secret_text.encode("utf-8") if secret_text else None

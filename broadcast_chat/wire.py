@@ -162,7 +162,9 @@ HEAD_HISTORY = b'{"type":"event","history":true,'
 class Event:
     """Events the room ordered together, with ids first .. first + count - 1
     and one time. kind is "message" (block: count LF-ended lines of safe
-    text), "action" (text), or a notice (notice: a Notice)."""
+    text), "action" (text), or a notice (notice: a Notice). first is None
+    for events not (yet) given ids: in a cluster, those a server relays
+    while it cannot reach the others (JSON: "id": null)."""
 
     __slots__ = ("first", "count", "time", "kind", "name", "block", "text", "notice",
                  "_text", "_json", "_json_history")
@@ -229,12 +231,12 @@ class Event:
         head = {"type": "event", "id": self.first, "time": iso_time(self.time),
                 "kind": self.kind}    # type: Dict[str, Any]
         if self.kind == "message":
-            if not self.block.translate(None, _JSON_AS_IS):
+            if self.first is not None and not self.block.translate(None, _JSON_AS_IS):
                 return _json_message_block(head, self.name, self.block)
             lines = self.block[:-1].split(b"\n")
             out = []
-            for number, line in enumerate(lines, self.first):
-                head["id"] = number
+            for number, line in enumerate(lines, self.first or 0):
+                head["id"] = number if self.first is not None else None
                 head["from"] = self.name
                 head["text"] = line.decode("utf-8")
                 out.append(dumps(head))

@@ -1,0 +1,592 @@
+"""One room across several servers, through Redis.
+
+Every server of a cluster hands the events its members make (lines,
+actions, folded notices) to Redis, where one script gives them the
+room's next ids and appends them to one Stream; every server, this one
+included, reads the Stream back in order and delivers what it reads. So
+all members everywhere see one order, a sender's lines keep theirs, and
+the Stream is the room's history: a member resumes on any server. The
+Stream, not pub/sub, carries live delivery: a reader that was cut off
+reads on from the last id it had, so nothing is skipped unseen, and a
+gap (the Stream trimmed, Redis restarted empty) is a gap in the ids,
+told to members as events missed.
+
+Names are claimed in Redis, under every key of the name (names.name_keys),
+by a script that also lists the member under its server; a server's
+presence is a key that expires, so the names and members of a server
+killed outright are free again within presence_ttl, and another server
+announces that they left. Private messages go to a Stream of the target's
+server.
+
+While Redis cannot be reached, this server's room goes on alone: events
+are shown here without ids and sent on when Redis answers again (a
+sequence number per server keeps the script from appending one twice),
+names are checked here only. Three connections: the publisher's, the
+reader's (blocked in XREAD) and one for everything else, each its own
+thread's but the last, which takes control_lock.
+"""
+
+import collections
+import os
+import socket
+import threading
+import time
+from typing import Any, Callable, Dict, List, Optional, Sequence, Tuple
+
+from . import history, names, resp, wire
+from .room import LEFT
+
+UP = "up"           # connected: events go through Redis
+DOWN = "down"       # not (yet, or not any more): the room goes on alone
+STOPPED = "stopped"
+
+# KEYS: the id counter, the Stream, the hash of each server's last sequence
+# number appended. ARGV: server, Stream length, the least id to go on from
+# (a server's last id, should Redis have lost the counter), then six values
+# an event: sequence number, count of ids, time, kind, name, body.
+PUBLISH = """
+local last = tonumber(redis.call('GET', KEYS[1]) or '0')
+local floor = tonumber(ARGV[3])
+if last < floor then last = floor end
+local applied = tonumber(redis.call('HGET', KEYS[3], ARGV[1]) or '0')
+for i = 4, #ARGV, 6 do
+  local seq = tonumber(ARGV[i])
+  if seq > applied then
+    local first = last + 1
+    last = last + tonumber(ARGV[i + 1])
+    redis.call('XADD', KEYS[2], 'MAXLEN', '~', ARGV[2], string.format('0-%d', first),
+      'n', ARGV[1], 's', ARGV[i], 'c', ARGV[i + 1], 't', ARGV[i + 2], 'k', ARGV[i + 3],
+      'm', ARGV[i + 4], 'b', ARGV[i + 5])
+    applied = seq
+  end
+end
+redis.call('SET', KEYS[1], string.format('%d', last))
+redis.call('HSET', KEYS[3], ARGV[1], applied)
+return last
+"""
+
+# KEYS: the name's three keys, the server's hash of members. ARGV: the
+# owner (server|serial), the name, the prefix of presence keys, "1" to
+# take the name whoever holds it. Returns the holder (server|serial|name)
+# when another member of a live server holds it, else nil.
+CLAIM = """
+local value = ARGV[1] .. '|' .. ARGV[2]
+if ARGV[4] ~= '1' then
+  for i = 1, 3 do
+    local held = redis.call('GET', KEYS[i])
+    if held and held ~= value then
+      local node = string.match(held, '^([^|]*)|')
+      if node and redis.call('EXISTS', ARGV[3] .. node) == 1 then return held end
+    end
+  end
+end
+for i = 1, 3 do redis.call('SET', KEYS[i], value) end
+redis.call('HSET', KEYS[4], ARGV[2], ARGV[1])
+return false
+"""
+
+# KEYS and ARGV[1..2] as CLAIM's: the name let go, if still this owner's.
+RELEASE = """
+local value = ARGV[1] .. '|' .. ARGV[2]
+for i = 1, 3 do
+  if redis.call('GET', KEYS[i]) == value then redis.call('DEL', KEYS[i]) end
+end
+if redis.call('HGET', KEYS[4], ARGV[2]) == ARGV[1] then redis.call('HDEL', KEYS[4], ARGV[2]) end
+return 1
+"""
+
+SCRIPTS = {"publish": PUBLISH, "claim": CLAIM, "release": RELEASE}
+
+
+class _Item:
+    """An event on its way through Redis, with its sender here, and
+    whether it was shown here already (while Redis was out of reach)."""
+
+    __slots__ = ("seq", "event", "sender", "shown", "done")
+
+    def __init__(self, seq: int, event: wire.Event, sender: Any, shown: bool) -> None:
+        self.seq = seq
+        self.event = event
+        self.sender = sender
+        self.shown = shown
+        self.done = False       # read back from the Stream (or dropped)
+
+
+def node_name() -> str:
+    """A name for this server, unique to its run: host, process, random."""
+    host = "".join(c if c.isalnum() or c in "-." else "-" for c in socket.gethostname())
+    return "%s-%d-%s" % (host[:40] or "server", os.getpid(), os.urandom(3).hex())
+
+
+def entry_fields(flat: Sequence[bytes]) -> Dict[bytes, bytes]:
+    return dict(zip(flat[::2], flat[1::2]))
+
+
+def entry_event(entry_id: bytes, fields: Dict[bytes, bytes]) -> wire.Event:
+    """The event of a Stream entry (its id 0-FIRST is the event's first id)."""
+    first = int(entry_id.split(b"-", 1)[1])
+    return history.event_from_row(first, int(fields[b"c"]), float(fields[b"t"]),
+                                  fields[b"k"].decode("utf-8"), fields[b"m"].decode("utf-8"),
+                                  fields[b"b"])
+
+
+class Cluster:
+    """This server's part in a room shared through Redis."""
+
+    HERE = "\0here"         # claim(): the name is held by a member of this server
+    heartbeats = 5          # refreshes of this server's presence within its lifetime
+    read_block = 1.0        # seconds one XREAD waits for events
+    read_count = 1000       # most entries one XREAD takes
+    batch_max = 256         # most events one publish carries
+    queue_max = 20000       # events waiting for Redis before lines are refused (busy)
+    inbox_max = 1000        # private messages a server's inbox keeps
+    timeout = 2.0           # seconds a Redis command may take
+
+    def __init__(self, room: Any, address: resp.RedisAddress, password: Optional[str],
+                 log: Callable[..., None], keep: int = 1000, prefix: str = "broadcast:",
+                 node: Optional[str] = None, ssl_context: Any = None,
+                 presence_ttl: float = 5.0) -> None:
+        """keep: events the Stream keeps (about); prefix: of every key;
+        presence_ttl: seconds after which a server not heard of is gone."""
+        self.room = room
+        self.lock = room.lock
+        self.address = address
+        self.password = password
+        self.ssl_context = ssl_context
+        self.log = log
+        self.keep = max(1, keep)
+        self.node = node or node_name()
+        self.presence_ttl = presence_ttl
+        self.heartbeat = presence_ttl / self.heartbeats
+        self.url = "%s://%s:%d/%d" % ("rediss" if address.tls else "redis", address.host,
+                                      address.port, address.db)
+        key = prefix.__add__
+        self.counter_key, self.events_key, self.seqs_key = key("last"), key("events"), key("seq")
+        self.epoch_key, self.nodes_key = key("epoch"), key("nodes")
+        self.alive_prefix, self.members_prefix = key("alive:"), key("members:")
+        self.inbox_prefix, self.reaped_prefix = key("inbox:"), key("reaped:")
+        self.name_prefix = key("name:")
+        # Guarded by lock (the room's):
+        self.state = DOWN
+        self.joined = False     # the room took the cluster's epoch and history
+        self.seq = 0
+        self.queue = collections.deque()    # type: Deque[_Item]  to publish, in order
+        self.pending = {}       # type: Dict[int, _Item]  by seq: not read back yet
+        self.read_id = 0        # the last id read from the Stream
+        self.generation = 0     # times joined: a connection of an earlier time failing is old news
+        self.changed = threading.Condition(self.lock)
+        # Read by the room without the lock (replaced whole, never changed):
+        self.elsewhere = []     # type: List[str]  names on the other servers
+        self.local = {}         # type: Dict[int, Any]  serial -> member, for whispers in
+        self.control = self._redis(self.timeout)
+        self.control_lock = threading.Lock()
+        self.threads = [threading.Thread(target=run, name=name, daemon=True) for run, name in (
+            (self._control_loop, "cluster-control"), (self._publish_loop, "cluster-publish"),
+            (self._read_loop, "cluster-read"))]
+        self.stopped = threading.Event()
+
+    def _redis(self, timeout: Optional[float]) -> resp.Redis:
+        return resp.Redis(self.address, self.password, timeout, self.ssl_context)
+
+    def start(self) -> None:
+        self.room.cluster = self
+        for thread in self.threads:
+            thread.start()
+
+    @property
+    def up(self) -> bool:
+        return self.state == UP
+
+    # -- the room's events (called under the room's lock) -------------------
+
+    def send(self, events: List[wire.Event], sender: Any) -> None:
+        """Events to order: through Redis, or shown here at once while it is out of reach."""
+        assert self.lock.locked()
+        shown = self.state != UP
+        for event in events:
+            self.seq += 1
+            item = self.pending[self.seq] = _Item(self.seq, event, sender, shown)
+            self.queue.append(item)
+        if shown:
+            self.room.show(events, sender)
+            while len(self.queue) > self.queue_max:
+                dropped = self.queue.popleft()
+                dropped.done = True
+                self.pending.pop(dropped.seq, None)
+        self.changed.notify_all()
+
+    def busy(self) -> bool:
+        """Whether Redis is this far behind: lines wait (the room says busy)."""
+        return self.state == UP and len(self.queue) >= self.queue_max
+
+    def _lost(self, exc: Exception, generation: Optional[int] = None) -> None:
+        """A connection (of the given time joined) failed: the room goes on
+        alone until the control thread reaches Redis again. What was on its
+        way is shown here now."""
+        with self.lock:
+            if self.state != UP or generation not in (None, self.generation):
+                return
+            self.state = DOWN
+            items = sorted(self.pending.values(), key=lambda item: item.seq)
+            for item in items:
+                if not item.shown:
+                    item.shown = True
+                    self.room.show([item.event], item.sender)
+            self.queue = collections.deque(items)
+            self.changed.notify_all()
+        self.log("error", "redis %s: %s; this server's room goes on alone, and joins the "
+                          "others again when Redis answers" % (self.url, exc))
+
+    # -- the threads ----------------------------------------------------------
+
+    def _wait_up(self) -> bool:
+        """Wait until connected; False once stopped."""
+        assert self.lock.locked()
+        while self.state == DOWN:
+            self.changed.wait()
+        return self.state == UP
+
+    def _script(self, conn: resp.Redis, name: str, keys: Sequence[Any],
+                args: Sequence[Any]) -> Any:
+        if not conn.connected:
+            conn.connect()
+        try:
+            return conn.call("EVALSHA", self._sha(conn, name), len(keys), *keys, *args)
+        except resp.RedisError as exc:
+            if exc.code != "NOSCRIPT":
+                raise
+        return conn.call("EVAL", SCRIPTS[name], len(keys), *keys, *args)
+
+    _shas = {}      # type: Dict[str, str]
+
+    def _sha(self, conn: resp.Redis, name: str) -> str:
+        sha = self._shas.get(name)
+        if sha is None:
+            sha = self._shas[name] = conn.call("SCRIPT", "LOAD", SCRIPTS[name]).decode()
+        return sha
+
+    def _publish_loop(self) -> None:
+        conn = self._redis(self.timeout)
+        generation = 0
+        while True:
+            with self.lock:
+                while self.state != STOPPED and (self.state != UP or not self.queue):
+                    self.changed.wait()
+                if self.state == STOPPED:
+                    break
+                batch = []
+                while self.queue and len(batch) < self.batch_max:
+                    item = self.queue.popleft()
+                    if not item.done:
+                        batch.append(item)
+                floor = self.room.last_id
+                if generation != self.generation:
+                    conn.close()    # of an earlier time joined
+                    generation = self.generation
+            if not batch:
+                continue
+            args = [self.node, self.keep, floor]
+            for item in batch:
+                event = item.event
+                body = history.event_row(event)[5]
+                args += [item.seq, event.count, repr(event.time), event.kind, event.name, body]
+            try:
+                self._script(conn, "publish", [self.counter_key, self.events_key,
+                                               self.seqs_key], args)
+            except (resp.RedisConnectionError, resp.RedisError) as exc:
+                conn.close()
+                self._lost(exc, generation)
+        conn.close()
+
+    def _read_loop(self) -> None:
+        conn = self._redis(self.read_block + self.timeout)
+        inbox = self.inbox_prefix + self.node
+        inbox_id = b"0-0"
+        generation = 0
+        while True:
+            with self.lock:
+                if not self._wait_up():
+                    break
+                after = b"0-%d" % self.read_id
+                if generation != self.generation:
+                    conn.close()
+                    generation = self.generation
+            try:
+                if not conn.connected:
+                    conn.connect()
+                reply = conn.call("XREAD", "COUNT", self.read_count, "BLOCK",
+                                  int(self.read_block * 1000), "STREAMS", self.events_key,
+                                  inbox, after, inbox_id)
+            except (resp.RedisConnectionError, resp.RedisError) as exc:
+                conn.close()
+                self._lost(exc, generation)
+                continue
+            for stream, entries in reply or ():
+                if stream == inbox.encode("utf-8"):
+                    inbox_id = entries[-1][0]
+                    self._whispers_in(entries)
+                else:
+                    self._events_in(entries)
+        conn.close()
+
+    def _events_in(self, entries: List[Any]) -> None:
+        """Entries read from the Stream: delivered in order, each once."""
+        node = self.node.encode("utf-8")
+        batch = []      # type: List[Tuple[wire.Event, Any, bool]]
+        missed = 0
+        with self.lock:
+            for entry_id, flat in entries:
+                fields = entry_fields(flat)
+                event = entry_event(entry_id, fields)
+                if self.read_id and event.first > self.read_id + 1:
+                    missed += event.first - self.read_id - 1
+                self.read_id = max(self.read_id, event.last)
+                sender, shown = None, False
+                if fields.get(b"n") == node:
+                    item = self.pending.pop(int(fields[b"s"]), None)
+                    if item is not None:
+                        item.done = True
+                        sender, shown = item.sender, item.shown
+                        # Those before it were read before, or not appended
+                        # again (the script keeps an event from going in twice).
+                        for seq in [s for s in self.pending if s < item.seq]:
+                            self.pending.pop(seq).done = True
+                batch.append((event, sender, shown))
+        if missed:
+            self.room.missed(missed)
+            self.log("error", "redis %s: %d events missed (trimmed from the Stream, or Redis "
+                              "restarted without them)" % (self.url, missed))
+        self.room.deliver(batch)
+
+    def _whispers_in(self, entries: List[Any]) -> None:
+        for _, flat in entries:
+            fields = entry_fields(flat)
+            member = self.local.get(int(fields[b"s"]))
+            if member is not None:
+                self.room.whisper_from(fields[b"f"].decode("utf-8"), member,
+                                       fields[b"x"].decode("utf-8"))
+
+    def _control_loop(self) -> None:
+        while not self.stopped.is_set():
+            try:
+                with self.control_lock:
+                    if not self.control.connected:
+                        self.control.connect()
+                    if self.state == DOWN:
+                        self._join()
+                    self._beat()
+            except (resp.RedisConnectionError, resp.RedisError) as exc:
+                self.control.close()
+                self._lost(exc)
+                if not self.joined or self.state == DOWN:
+                    self._say_alone_once(exc)
+            self.stopped.wait(self.heartbeat)
+
+    _told_alone = False
+
+    def _say_alone_once(self, exc: Exception) -> None:
+        if not self._told_alone and not self.joined:
+            self._told_alone = True
+            self.log("error", "redis %s: %s; this server's room runs alone until Redis "
+                              "answers" % (self.url, exc))
+
+    def _join(self) -> None:
+        """Connected (again): take the cluster's epoch and history the first
+        time, list this server and its members, then go through Redis."""
+        conn = self.control
+        conn.call("SET", self.epoch_key, self.room.epoch, "NX")
+        epoch = conn.call("GET", self.epoch_key).decode("utf-8")
+        if not self.joined:
+            # What an earlier run under this node name left (one killed
+            # outright, restarted with the same --node): its sequence
+            # numbers would keep this run's events out.
+            conn.pipeline([["DEL", self.members_prefix + self.node, self.inbox_prefix + self.node],
+                           ["HDEL", self.seqs_key, self.node]])
+            entries = conn.call("XREVRANGE", self.events_key, "+", "-", "COUNT", self.keep)
+            events = [entry_event(entry_id, entry_fields(flat))
+                      for entry_id, flat in reversed(entries)]
+            self.room.adopt(epoch, events)
+            with self.lock:
+                self.read_id = self.room.last_id
+        self._beat()
+        clashes = self._claim_all()
+        with self.lock:
+            self.state = UP
+            self.generation += 1
+            self.changed.notify_all()
+        rejoined = self.joined
+        self.joined = True
+        self.log("info", "redis %s: joined the cluster %sas %s%s" % (
+            self.url, "again " if rejoined else "", self.node,
+            ("; names held elsewhere meanwhile: " + ", ".join(clashes)) if clashes else ""))
+
+    def _claim_all(self) -> List[str]:
+        """Claim the names of this server's members (Redis may have lost
+        them, or forgotten this server); the names someone else took meanwhile."""
+        with self.lock:
+            members = [m for m in self.room.members if m.name is not None]
+        clashes = []
+        commands = []
+        for member in members:
+            keys, args = self._claim_keys(member, member.name)
+            commands.append(["EVAL", CLAIM, len(keys)] + keys + args + [""])
+        for member, got in zip(members, self.control.pipeline(commands) if commands else []):
+            if isinstance(got, resp.RedisError):
+                raise got
+            if got is not None:
+                clashes.append(member.name)
+            else:
+                self.local[member.serial] = member
+        return clashes
+
+    def _beat(self) -> None:
+        """This server's presence refreshed; the others' looked at: names
+        listed, and the members of a server gone announced as left."""
+        conn = self.control
+        alive = self.alive_prefix + self.node
+        ttl = int(self.presence_ttl * 1000)
+        was, _, nodes = conn.pipeline([["SET", alive, "1", "PX", ttl, "GET"],
+                                       ["SADD", self.nodes_key, self.node],
+                                       ["SMEMBERS", self.nodes_key]])
+        others = sorted(n.decode("utf-8") for n in nodes if n.decode("utf-8") != self.node)
+        replies = conn.pipeline([c for n in others for c in (
+            ["EXISTS", self.alive_prefix + n], ["HKEYS", self.members_prefix + n])])
+        elsewhere = []
+        for index, other in enumerate(others):
+            if replies[2 * index]:
+                elsewhere += [name.decode("utf-8") for name in replies[2 * index + 1]]
+            else:
+                self._reap(other)
+        self.elsewhere = elsewhere
+        if was is None and self.joined and self.state == UP:
+            # Not heard of for presence_ttl (the process stopped, the
+            # network cut): the others may have announced our members gone.
+            self.log("error", "redis %s: this server was not heard of for %g s; its members "
+                              "are listed again" % (self.url, self.presence_ttl))
+            self._claim_all()
+
+    def _reap(self, other: str) -> None:
+        """Another server is gone: if this one is first to see it, its
+        members leave (a notice) and its traces go."""
+        conn = self.control
+        if conn.call("SET", self.reaped_prefix + other, self.node, "NX", "PX", 60000) is None:
+            return
+        members = conn.call("HKEYS", self.members_prefix + other)
+        conn.pipeline([["DEL", self.members_prefix + other, self.inbox_prefix + other],
+                       ["SREM", self.nodes_key, other], ["HDEL", self.seqs_key, other]])
+        gone = [name.decode("utf-8") for name in members]
+        self.log("info", "redis %s: server %s is gone (not heard of for %g s); %d of its "
+                         "members leave" % (self.url, other, self.presence_ttl, len(gone)))
+        if gone:
+            self.room.lost(gone, "server lost")
+
+    # -- names and whispers (called by members' readers, not under the lock) --
+
+    def _claim_keys(self, member: Any, name: str) -> Tuple[List[str], List[Any]]:
+        keys = ["%s%d:%s" % (self.name_prefix, place, key)
+                for place, key in enumerate(names.name_keys(name))]
+        keys.append(self.members_prefix + self.node)
+        return keys, ["%s|%d" % (self.node, member.serial), name, self.alive_prefix]
+
+    def _control(self, run: Callable[[resp.Redis], Any]) -> Any:
+        """run(control connection), or None while Redis is out of reach."""
+        if self.state != UP:
+            return None
+        try:
+            with self.control_lock:
+                return run(self.control)
+        except (resp.RedisConnectionError, resp.RedisError) as exc:
+            self.control.close()
+            self._lost(exc)
+            return None
+
+    def claim(self, member: Any, name: str, force: bool = False) -> Optional[str]:
+        """Take name for member among all servers: None when it is now its
+        own, HERE when a member of this server holds it (the room decides),
+        else the name as its holder elsewhere holds it."""
+        keys, args = self._claim_keys(member, name)
+        got = self._control(lambda conn: self._script(conn, "claim", keys,
+                                                      args + ["1" if force else ""]))
+        if got is None:
+            self.local[member.serial] = member
+            return None
+        node, _, held = got.decode("utf-8").split("|", 2)
+        return self.HERE if node == self.node else held
+
+    def release(self, member: Any, name: str) -> None:
+        """Let go of a name member held (or claimed and did not get)."""
+        if member.name is None or member.state == LEFT:
+            self.local.pop(member.serial, None)
+        keys, args = self._claim_keys(member, name)
+        self._control(lambda conn: self._script(conn, "release", keys, args[:2]))
+
+    def names(self) -> Optional[List[str]]:
+        """The names on the other servers, asked now; None while out of reach."""
+        def ask(conn: resp.Redis) -> List[str]:
+            nodes = [n.decode("utf-8") for n in conn.call("SMEMBERS", self.nodes_key)]
+            others = [n for n in nodes if n != self.node]
+            replies = conn.pipeline([c for n in others for c in (
+                ["EXISTS", self.alive_prefix + n], ["HKEYS", self.members_prefix + n])])
+            return [name.decode("utf-8") for index in range(len(others))
+                    if replies[2 * index] for name in replies[2 * index + 1]]
+        return self._control(ask)
+
+    def whisper(self, sender: Any, name: str, text: str) -> Optional[str]:
+        """A private message to a member of another server: its name, or None."""
+        keys = names.name_keys(name)
+
+        def send(conn: resp.Redis) -> Optional[str]:
+            for place in (1, 0, 2):
+                held = conn.call("GET", "%s%d:%s" % (self.name_prefix, place, keys[place]))
+                if held is not None:
+                    break
+            else:
+                return None
+            node, serial, holder = held.decode("utf-8").split("|", 2)
+            if node == self.node or not conn.call("EXISTS", self.alive_prefix + node):
+                return None
+            conn.call("XADD", self.inbox_prefix + node, "MAXLEN", "~", self.inbox_max, "*",
+                      "f", sender.name, "s", serial, "x", text)
+            return holder
+        return self._control(send)
+
+    # -- stopping -------------------------------------------------------------
+
+    def stop(self, reason: str = "server stopped") -> None:
+        """Leave the cluster: this server's members leave for the others,
+        its traces go, the threads end."""
+        self.stopped.set()
+        with self.lock:
+            was_up = self.state == UP
+            self.state = STOPPED
+            self.changed.notify_all()
+            gone = [m.name for m in self.room.members if m.name is not None]
+            queued = sorted(self.pending.values(), key=lambda item: item.seq)
+        if was_up:
+            try:
+                with self.control_lock:
+                    self._leave(gone, reason, queued)
+            except (resp.RedisConnectionError, resp.RedisError) as exc:
+                self.log("error", "redis %s: could not leave the cluster: %s" % (self.url, exc))
+        self.control.close()
+        for thread in self.threads:
+            thread.join(self.timeout)
+
+    def _leave(self, gone: List[str], reason: str, queued: List[_Item]) -> None:
+        conn = self.control
+        now = time.time()
+        notices = wire.fold_notices([("leave", name, reason) for name in gone])
+        args = [self.node, self.keep, self.room.last_id]
+        seq = max([self.seq] + [item.seq for item in queued])
+        events = [item.event for item in queued] + [
+            wire.Event(None, now, notice.kind, notice=notice) for notice in notices]
+        for offset, event in enumerate(events, 1):
+            args += [seq + offset if offset > len(queued) else queued[offset - 1].seq,
+                     event.count, repr(event.time), event.kind, event.name,
+                     history.event_row(event)[5]]
+        if events:
+            self._script(conn, "publish", [self.counter_key, self.events_key, self.seqs_key],
+                         args)
+        conn.pipeline([["DEL", self.members_prefix + self.node, self.alive_prefix + self.node,
+                        self.inbox_prefix + self.node],
+                       ["SREM", self.nodes_key, self.node], ["HDEL", self.seqs_key, self.node]])

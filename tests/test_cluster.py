@@ -1,0 +1,240 @@
+"""Several servers, one room, through a real redis-server the tests start.
+
+Every test starts its own Redis on a free port and its own server
+processes with --redis. --presence-ttl 1 makes a server killed outright
+gone within about a second, not five.
+"""
+
+import json
+import os
+import re
+import signal
+import threading
+import unittest
+
+from broadcast_chat import cluster, resp
+from tests.redisbed import RedisServer, needs_redis
+from tests.support import TIMEOUT, Peer, ServerProcess, run_server, wait_until
+
+
+def json_objects(peer: Peer, start: int = 0):
+    return [json.loads(line) for line in peer.lines[start:] if line.startswith("{")]
+
+
+class ClusterCase(unittest.TestCase):
+    def setUp(self) -> None:
+        self.redis = RedisServer().start()
+        self.addCleanup(self.redis.close)
+
+    def node(self, name: str, *args: str, port: int = 0) -> ServerProcess:
+        server = ServerProcess("--redis", self.redis.url, "--node", name,
+                               "--presence-ttl", "1", *args, port=port).start()
+        self.addCleanup(server.__exit__)
+        server.log.expect(r"joined the cluster as %s$" % name)
+        return server
+
+    def peer(self, server: ServerProcess, name=None) -> Peer:
+        peer = Peer(server.port, name)
+        self.addCleanup(peer.close)
+        return peer
+
+    def json_peer(self, server: ServerProcess, hello: str = "/hello json") -> Peer:
+        peer = self.peer(server)
+        peer.send(hello)
+        peer.expect(r'^\{"type":"hello"')
+        return peer
+
+
+@needs_redis
+class OneRoomTest(ClusterCase):
+    def test_every_line_reaches_every_member_on_every_server_in_each_senders_order(self):
+        servers = [self.node(name, "--rate-limit", "0") for name in ("a", "b", "c")]
+        peers = [self.peer(server, "p%d" % index) for index, server in enumerate(servers)]
+        listener = self.peer(servers[0], "listener")
+        count = 200
+        threads = [threading.Thread(target=peer.sendraw, args=(b"".join(
+            b"%s line %d\n" % (peer.name.encode(), n) for n in range(count)),)) for peer in peers]
+        for thread in threads:
+            thread.start()
+        for thread in threads:
+            thread.join(TIMEOUT)
+        for receiver in peers + [listener]:
+            got = {peer.name: [] for peer in peers}
+            while any(len(lines) < count for name, lines in got.items()
+                      if name != receiver.name):
+                match = receiver.expect(r"<(p\d)> (p\d) line (\d+)$")
+                got[match.group(1)].append(int(match.group(3)))
+            for name, numbers in got.items():
+                if name != receiver.name:
+                    self.assertEqual(numbers, list(range(count)), (receiver.name, name))
+            self.assertEqual(got.get(receiver.name, []), [])    # its own lines not echoed
+
+    def test_names_are_unique_across_servers_confusables_and_reserved_names_too(self):
+        a, b = self.node("a"), self.node("b")
+        self.peer(a, "alice")
+        for taken in ("alice", "ALICE", "aIice", "\u0430lice"):
+            peer = self.peer(b)
+            peer.send("/nick " + taken)
+            peer.expect(r"!! name taken: alice is already in use")
+        peer = self.peer(b)
+        peer.send("/nick admin")
+        peer.expect(r"!! invalid name: the name admin is reserved")
+        peer.send("/nick alicia")
+        peer.expect(r"-- welcome, alicia!")
+
+    def test_who_msg_and_notices_span_the_servers(self):
+        a, b = self.node("a"), self.node("b")
+        alice = self.peer(a, "alice")
+        bob = self.peer(b, "bob")
+        alice.expect(r"-- bob joined$")
+        alice.send("/who")
+        alice.expect(r"-- 2 online: alice, bob$")
+        alice.send("/msg BOB see you at five")
+        bob.expect(r"\*alice\* see you at five$")
+        alice.expect(r"-> \*bob\* see you at five$")
+        bob.send("/nick robert")
+        alice.expect(r"-- bob is now known as robert$")
+        bob.send("/msg nobody hello")
+        bob.expect(r"!! no such name: nobody")
+        bob.close()
+        alice.expect(r"-- robert left \(")
+        alice.send("/who")
+        alice.expect(r"-- 1 online: alice$")
+
+    def test_clients_file_lists_this_servers_members_and_its_node(self):
+        a, b = self.node("a"), self.node("b")
+        self.peer(a, "alice")
+        self.peer(b, "bob")
+        records = a.wait_clients(lambda c: len(c) == 1 and c[0]["name"] == "alice")
+        self.assertEqual(records[0]["node"], "a")
+        b.wait_clients(lambda c: [r["name"] for r in c] == ["bob"] and c[0]["node"] == "b")
+
+    def test_name_races_between_servers_give_the_name_once(self):
+        servers = [self.node("a"), self.node("b")]
+        peers = [self.peer(servers[n % 2]) for n in range(10)]
+        threads = [threading.Thread(target=p.send, args=("/nick racer",)) for p in peers]
+        for thread in threads:
+            thread.start()
+        for thread in threads:
+            thread.join(TIMEOUT)
+        answers = [p.expect(r"-- welcome, racer!|!! name taken: racer").group(0) for p in peers]
+        self.assertEqual(sum(a.startswith("-- welcome") for a in answers), 1, answers)
+
+
+@needs_redis
+class HistoryAcrossServersTest(ClusterCase):
+    def test_a_resume_on_another_server_gets_exactly_what_was_missed(self):
+        a, b = self.node("a"), self.node("b")
+        talker = self.peer(a, "talker")
+        reader = self.json_peer(a)
+        reader.send("/nick reader")
+        talker.send("one")
+        talker.send("two")
+        reader.expect(r'"text":"two"')
+        hello = json_objects(reader)[0]
+        seen = max(o["id"] for o in json_objects(reader) if o.get("type") == "event")
+        reader.close()
+        talker.expect(r"-- reader left")
+        talker.send("three")
+        talker.send("four")
+        again = self.json_peer(b, "/hello json resume=%d epoch=%s" % (seen, hello["epoch"]))
+        again.send("/nick reader")
+        again.expect(r'"code":"history_end"')
+        got = json_objects(again)
+        resumed = [o for o in got if o.get("code") == "resumed"][0]
+        self.assertEqual(resumed["missed"], 0)
+        texts = [o["text"] for o in got if o.get("kind") == "message"]
+        self.assertEqual(texts, ["three", "four"])
+        self.assertEqual(json_objects(again)[0]["epoch"], hello["epoch"])
+
+    def test_a_new_server_shows_the_clusters_history_to_newcomers(self):
+        a = self.node("a")
+        self.peer(a, "alice").send("said before b started")
+        wait_until(lambda: self.redis.client().call("XLEN", "broadcast:events") >= 2)
+        b = self.node("b")
+        newcomer = self.peer(b, "newcomer")
+        newcomer.expect(r"<alice> said before b started$", start=0)
+
+
+@needs_redis
+class FaultTest(ClusterCase):
+    def test_a_server_killed_outright_leaves_the_room_and_frees_its_names(self):
+        a, b = self.node("a"), self.node("b")
+        alice = self.peer(a, "alice")
+        self.peer(b, "bob")
+        alice.expect(r"-- bob joined$")
+        b.kill()
+        alice.expect(r"-- bob left \(server lost\)$", timeout=TIMEOUT)
+        a.log.expect(r"server b is gone")
+        alice.send("/who")
+        alice.expect(r"-- 1 online: alice$")
+        self.peer(a, "bob")     # the name is free again
+
+    def test_redis_restarted_mid_traffic_the_rooms_go_on_and_join_again(self):
+        a, b = self.node("a"), self.node("b")
+        alice, carol = self.peer(a, "alice"), self.peer(a, "carol")
+        bob = self.peer(b, "bob")
+        alice.expect(r"-- bob joined$")
+        self.redis.kill()
+        alice.send("while redis is down")
+        carol.expect(r"<alice> while redis is down$")       # the room here goes on
+        a.log.expect(r"this server's room goes on alone")
+        self.redis.start()      # empty: it kept nothing
+        a.log.expect(r"joined the cluster again as a")
+        b.log.expect(r"joined the cluster again as b")
+        bob.expect(r"<alice> while redis is down$")          # sent on once it answered
+        bob.send("after")
+        alice.expect(r"<bob> after$")
+        carol.expect(r"<bob> after$")
+        self.assertEqual(a.log.text().count("goes on alone"), 1, a.log.text())
+        carol.sync()
+        self.assertEqual([l for l in carol.lines if "while redis is down" in l].__len__(), 1)
+        alice.send("/who")
+        alice.expect(r"-- 3 online: alice, bob, carol$")
+
+    def test_a_server_that_cannot_reach_redis_runs_alone_and_says_so(self):
+        url = self.redis.url
+        self.redis.kill()
+        server = ServerProcess("--redis", url, "--node", "a", "--presence-ttl", "1").start()
+        self.addCleanup(server.__exit__)
+        wait_until(lambda: "runs alone until Redis answers" in server.log.text())
+        alice = self.peer(server, "alice")
+        bob = self.peer(server, "bob")
+        alice.send("hello")
+        bob.expect(r"<alice> hello$")
+        self.redis.start()
+        server.log.expect(r"joined the cluster as a$")
+        alice.send("again")
+        bob.expect(r"<alice> again$")
+
+    def test_bad_redis_options_are_refused_in_one_line(self):
+        for args, message in (
+                (["--redis", "http://x"], r"--redis: the scheme must be redis:// or rediss://"),
+                (["--redis", "redis://127.0.0.1:1/0", "--history-file", "h.db"],
+                 r"--history-file and --redis do not go together"),
+                (["--node", "a"], r"--redis-password-file and --node need --redis"),
+                (["--redis", "redis://127.0.0.1:1/0", "--node", "a|b"], r"--node a\|b: use")):
+            done = run_server(*args)
+            self.assertEqual(done.returncode, 2, done.stderr)
+            self.assertRegex(done.stderr, r"^server.py: error: " + message)
+            self.assertEqual(done.stderr.count("\n"), 1, done.stderr)
+
+
+class ClusterPureTest(unittest.TestCase):
+    def test_an_entry_is_the_event_it_carries(self):
+        event = cluster.entry_event(b"0-41", cluster.entry_fields(
+            [b"n", b"a", b"s", b"3", b"c", b"2", b"t", b"1764567890.5", b"k", b"message",
+             b"m", b"alice", b"b", b"one\ntwo\n"]))
+        self.assertEqual((event.first, event.last, event.name, event.block),
+                         (41, 42, "alice", b"one\ntwo\n"))
+        self.assertIn(b'"id":42', event.render("json"))
+
+    def test_node_names_are_unique_to_a_run_and_hold_no_separator(self):
+        first, second = cluster.node_name(), cluster.node_name()
+        self.assertNotEqual(first, second)
+        self.assertNotIn("|", first)
+        self.assertTrue(re.match(r"[A-Za-z0-9.-]+-%d-[0-9a-f]{6}\Z" % os.getpid(), first))
+
+
+if __name__ == "__main__":
+    unittest.main()
