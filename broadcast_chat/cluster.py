@@ -34,7 +34,7 @@ import time
 from typing import Any, Callable, Dict, List, Optional, Sequence, Tuple
 
 from . import history, names, resp, wire
-from .room import LEFT
+from .member import LEFT
 
 UP = "up"           # connected: events go through Redis
 DOWN = "down"       # not (yet, or not any more): the room goes on alone
@@ -461,9 +461,16 @@ class Cluster:
         if was is None and self.joined and self.state == UP:
             # Not heard of for presence_ttl (the process stopped, the
             # network cut): the others may have announced our members gone.
-            self.log("error", "redis %s: this server was not heard of for %g s; its members "
-                              "are listed again" % (self.url, self.presence_ttl))
-            self._claim_all()
+            reaped = conn.call("GET", self.reaped_prefix + self.node) is not None
+            self.log("error", "redis %s: this server was not heard of for %g s%s; its members "
+                              "are listed again" % (self.url, self.presence_ttl,
+                                                    " and was taken for gone" if reaped else ""))
+            clashes = self._claim_all()
+            if reaped:
+                conn.call("DEL", self.reaped_prefix + self.node)
+                with self.lock:
+                    back = [m.name for m in self.room.members if m.name is not None]
+                self.room.announce("join", [name for name in back if name not in clashes])
 
     def _reap(self, other: str) -> None:
         """Another server is gone: if this one is first to see it, its
@@ -478,7 +485,7 @@ class Cluster:
         self.log("info", "redis %s: server %s is gone (not heard of for %g s); %d of its "
                          "members leave" % (self.url, other, self.presence_ttl, len(gone)))
         if gone:
-            self.room.lost(gone, "server lost")
+            self.room.announce("leave", gone, "server lost")
 
     # -- names and whispers (called by members' readers, not under the lock) --
 

@@ -81,6 +81,30 @@ def replay(ring: Ring, after: int, last_id: int, fmt: str, max_bytes: int,
     return Replay(pieces, first, last_id, count, missed)
 
 
+def replay_answer(got: Replay, fmt: str, why: str, now: float) -> List[bytes]:
+    """What a member is sent of a replay, in its format: the events between
+    two markers (why: "resume" says first how many were missed, "join" and
+    "request" need events to say anything)."""
+    out = []    # type: List[bytes]
+    if why == "resume":
+        text = "%d event%s while you were away" % (got.count, "" if got.count == 1 else "s")
+        if got.missed:
+            text = "%d events missed: older than the server keeps; %s" % (
+                got.missed, ("the last %d follow" % got.count) if got.count else
+                "none of them follow")
+        out.append(wire.reply(fmt, "resumed", text, now, events=got.count,
+                              missed=got.missed, first=got.first, last=got.last))
+    if not got.pieces:
+        return out
+    if why != "resume":
+        out.append(wire.reply(fmt, "history", "earlier messages: the last %d event%s" % (
+            got.count, "" if got.count == 1 else "s"), now, events=got.count,
+            missed=got.missed, first=got.first, last=got.last))
+    out.extend(got.pieces)
+    out.append(wire.reply(fmt, "history_end", "end of earlier messages", now, last=got.last))
+    return out
+
+
 class HistoryError(ValueError):
     """The history file cannot be used: said at start-up, in one line."""
 

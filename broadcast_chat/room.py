@@ -13,8 +13,6 @@ its own timers (notices, idle members) in one thread, run_timers().
 """
 
 import collections
-import itertools
-import socket
 import threading
 import time
 from typing import Any, Callable, Dict, List, Optional, Tuple
@@ -22,61 +20,10 @@ from typing import Any, Callable, Dict, List, Optional, Tuple
 from . import history, names
 from . import wire
 from .history import Replay, Ring
-from .jsonfile import iso_utc
-from .net import address_group, format_address
+from .member import ADMITTED, JOINED, LEFT, Member
 from .writer import Pieces, Writer
 
-# A member's life: admitted (in the room, no name yet), joined (named),
-# left (out of the room; the Writer closes its socket once flushed).
-ADMITTED = "admitted"
-JOINED = "joined"
-LEFT = "left"
-
-
-class Member:
-    """One connected client: its name, format and send queue.
-
-    state and name are guarded by the room's lock; fmt is set by the
-    member's own reader thread before it joins; last_heard by that thread.
-    """
-
-    __slots__ = ("sock", "queue", "host", "address", "connected_at", "name",
-                 "state", "fmt", "last_heard", "resume", "claim", "token", "named_at",
-                 "replaced", "serial")
-
-    _serials = itertools.count(1)
-
-    def __init__(self, sock: socket.socket, peer: Tuple) -> None:
-        self.sock = sock
-        self.queue = None       # type: Optional[SendQueue]  given at admission
-        self.host = address_group(peer[0])   # what per-address limits count
-        self.address = format_address(peer)
-        self.connected_at = iso_utc(time.time())
-        self.name = None        # type: Optional[str]
-        self.state = ADMITTED
-        self.fmt = wire.TEXT
-        self.last_heard = time.monotonic()
-        # What its /hello asked for, set by its reader before it joins:
-        self.resume = None      # type: Optional[Tuple[int, str]]  (last id seen, epoch)
-        self.claim = None       # type: Optional[str]  a reconnect token
-        self.token = None       # type: Optional[str]  the token it was given
-        self.named_at = 0.0     # monotonic time it took its present name
-        self.replaced = False   # a reconnect with its token took its place
-        self.serial = next(self._serials)   # tells it from others in a cluster
-
-    @property
-    def echo(self) -> bool:
-        """Whether the member gets its own room events back (JSON: with ids)."""
-        return self.fmt == wire.JSON
-
-    def last_words(self, data: bytes, reason: str, going_away: bool = False) -> bytes:
-        """What the member is sent last, before its socket is closed (a
-        WebSocket member adds a Close frame); going_away: the server stops."""
-        return data
-
-    def __repr__(self) -> str:
-        return "<Member %s %s %s>" % (self.name, self.address, self.state)
-
+__all__ = ["ADMITTED", "JOINED", "LEFT", "Member", "Room"]
 
 Problem = Tuple[str, str]   # (code, text) of an error for a member
 
@@ -496,14 +443,13 @@ class Room:
 
     def missed(self, count: int) -> None:
         """Tell everyone that count events of the room were lost to this server."""
+        text = "%d event%s of the room missed: said on other servers while this one could " \
+               "not hear them" % (count, "" if count == 1 else "s")
         with self.lock:
-            now = self.clock()
             for member in self.members:
                 if member.state == JOINED:
-                    self.writer.put(member.queue, wire.reply(
-                        member.fmt, "missed", "%d event%s of the room missed: the other "
-                        "servers said them while this one could not hear them" % (
-                            count, "" if count == 1 else "s"), now, events=count))
+                    self.writer.put(member.queue, wire.reply(member.fmt, "missed", text,
+                                                             self.clock(), events=count))
 
     def adopt(self, epoch: str, events: List[wire.Event]) -> None:
         """Take the cluster's run of ids (its epoch) and its latest events,
@@ -516,11 +462,13 @@ class Room:
             self.last_id = events[-1].last if events else self.last_id
             self.replays.clear()
 
-    def lost(self, names: List[str], reason: str) -> None:
-        """Members of another server that is gone: a leave notice for each."""
+    def announce(self, kind: str, names: List[str], detail: str = "") -> None:
+        """Notices for members the room does not hold: a leave for each of
+        another server that is gone, a join for each of this one when the
+        others had taken it for gone."""
         with self.lock:
             for name in names:
-                self._announce("leave", name, reason)
+                self._announce(kind, name, detail)
 
     # -- history ------------------------------------------------------------
 
@@ -542,7 +490,8 @@ class Room:
         resume = member.resume
         if resume is not None:
             after, epoch = resume
-            if epoch == self.epoch and after <= self.last_id:
+            # In a cluster, a later id is one this server has not read yet.
+            if epoch == self.epoch and (after <= self.last_id or self.cluster is not None):
                 self._replay(member, after, "resume")
                 return
             self.writer.put(member.queue, wire.reply(
@@ -578,25 +527,8 @@ class Room:
         now = self.clock()
         not_before = now - self.history_max_age if self.history_max_age else 0.0
         got = self._replay_from(after, member.fmt, not_before)
-        put, queue, fmt = self.writer.put, member.queue, member.fmt
-        if why == "resume":
-            text = "%d event%s while you were away" % (got.count, "" if got.count == 1 else "s")
-            if got.missed:
-                text = "%d events missed: older than the server keeps; %s" % (
-                    got.missed, ("the last %d follow" % got.count) if got.count else
-                    "none of them follow")
-            put(queue, wire.reply(fmt, "resumed", text, now, events=got.count,
-                                  missed=got.missed, first=got.first, last=got.last))
-        if not got.pieces:
-            return
-        if why != "resume":
-            put(queue, wire.reply(fmt, "history", "earlier messages: the last %d event%s" % (
-                got.count, "" if got.count == 1 else "s"), now, events=got.count,
-                missed=got.missed, first=got.first, last=got.last))
-        for piece in got.pieces:
-            put(queue, piece)
-        put(queue, wire.reply(fmt, "history_end", "end of earlier messages", now,
-                              last=got.last))
+        for piece in history.replay_answer(got, member.fmt, why, now):
+            self.writer.put(member.queue, piece)
 
     def _fan_out(self, events: List[wire.Event], sender: Optional[Member] = None) -> None:
         """Queue events for every member with a name (the sender only if it
