@@ -13,8 +13,8 @@ import threading
 import unittest
 
 from broadcast_chat import cluster, resp
-from tests.redisbed import RedisServer, needs_redis
-from tests.support import TIMEOUT, Peer, ServerProcess, run_server, wait_until
+from tests.redisbed import CERT, RedisServer, needs_redis, redis_has_tls
+from tests.support import TIMEOUT, Peer, ServerProcess, child_env, run_server, wait_until
 
 
 def json_objects(peer: Peer, start: int = 0):
@@ -121,6 +121,31 @@ class OneRoomTest(ClusterCase):
             thread.join(TIMEOUT)
         answers = [p.expect(r"-- welcome, racer!|!! name taken: racer").group(0) for p in peers]
         self.assertEqual(sum(a.startswith("-- welcome") for a in answers), 1, answers)
+
+
+@needs_redis
+class TlsRedisTest(ClusterCase):
+    def setUp(self) -> None:
+        if not redis_has_tls():
+            self.skipTest("this redis-server was built without TLS")
+        self.redis = RedisServer(tls=True).start()
+        self.addCleanup(self.redis.close)
+
+    def test_rediss_urls_speak_tls_checked_against_the_trusted_certificates(self):
+        # OpenSSL's SSL_CERT_FILE: the tests' certificate is the one trusted.
+        env = child_env(SSL_CERT_FILE=CERT)
+        servers = []
+        for name in ("a", "b"):
+            server = ServerProcess("--redis", self.redis.url, "--node", name, env=env).start()
+            self.addCleanup(server.__exit__)
+            wait_until(lambda: "joined the cluster as %s\n" % name in server.log.text())
+            servers.append(server)
+        alice, bob = self.peer(servers[0], "alice"), self.peer(servers[1], "bob")
+        alice.send("over tls")
+        bob.expect(r"<alice> over tls$")
+        untrusting = ServerProcess("--redis", self.redis.url, "--node", "c").start()
+        self.addCleanup(untrusting.__exit__)
+        wait_until(lambda: "certificate" in untrusting.log.text(), message="refused certificate")
 
 
 @needs_redis
