@@ -12,7 +12,7 @@ import signal
 import threading
 import unittest
 
-from broadcast_chat import cluster, resp
+from broadcast_chat import cluster
 from tests.redisbed import CERT, RedisServer, needs_redis, redis_has_tls
 from tests.support import TIMEOUT, Peer, ServerProcess, child_env, run_server, wait_until
 
