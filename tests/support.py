@@ -541,7 +541,9 @@ def cursor_column(screen: str) -> int:
 class TerminalClient:
     """`client.py` on a pseudo-terminal: type into it, expect on its screen."""
 
-    def __init__(self, port: int, *args: str, env: Optional[dict] = None) -> None:
+    def __init__(self, port: int, *args: str, env: Optional[dict] = None,
+                 command: Optional[List[str]] = None) -> None:
+        """command: another program than client.py --port PORT ARGS (a script and its arguments)."""
         import pty
         import struct
         import fcntl
@@ -556,7 +558,7 @@ class TerminalClient:
         environment = child_env(TERM="xterm")
         environment.update(env or {})
         self.proc = subprocess.Popen(
-            [PYTHON, "-c", _PTY_BOOT] + client_command(port, args)[1:],
+            [PYTHON, "-c", _PTY_BOOT] + (command or client_command(port, args)[1:]),
             stdin=slave, stdout=slave, stderr=slave, start_new_session=True,
             env=environment, cwd=ROOT)
         os.close(slave)

@@ -4,13 +4,17 @@ since a signal sent from outside cannot stop a Windows process cleanly
 (see support.needs_posix_signals): here a thread of the server raises it
 when a line comes on its standard input."""
 
+import os
 import re
+import shutil
 import signal
 import subprocess
+import tempfile
 import time
 import unittest
 
-from tests.support import PYTHON, ROOT, ServerProcess, ServerTestCase, drain
+from tests.support import (PYTHON, ROOT, SERVER, WINDOWS, Peer, ServerProcess, ServerTestCase,
+                           TerminalClient, drain)
 
 RAISE_ON_INPUT = (
     "import os, signal, sys, threading\n"
@@ -72,6 +76,24 @@ class RaisedSignalTest(ServerTestCase):
 
     def test_sigterm(self):
         self.check_stop("SIGTERM")
+
+
+@unittest.skipIf(WINDOWS, "a pseudo-terminal (POSIX)")
+class TerminalStopTest(unittest.TestCase):
+    def test_ctrl_c_on_a_terminal_puts_the_last_log_lines_below_the_echoed_c(self):
+        folder = tempfile.mkdtemp(prefix="chat-test-")
+        self.addCleanup(shutil.rmtree, folder, True)
+        tty = TerminalClient(0, command=[SERVER, "--port", "0", "--clients-file",
+                                         os.path.join(folder, "clients.json")])
+        self.addCleanup(tty.close)
+        port = int(tty.expect(r"Server running on \S+:(\d+)\r\n").group(1))
+        peer = Peer(port, "alice")
+        self.addCleanup(peer.close)
+        tty.expect(r"join alice ")
+        tty.type("\x03")     # Ctrl-C: the terminal echoes ^C and sends SIGINT
+        tty.expect(r"\^C\r\n\d{4}-\d\d-\d\d \d\d:\d\d:\d\d leave alice ")
+        tty.expect(r"stop server stopped\r\n")
+        self.assertEqual(tty.wait(), 0)
 
 
 if __name__ == "__main__":
