@@ -82,6 +82,21 @@ class LayoutTest(unittest.TestCase):
         for target in project["project"]["scripts"].values():
             self.assertTrue(target.startswith("broadcast_chat."), target)
 
+    def test_installing_on_python_3_6_is_refused_with_the_reason(self):
+        # pip 18.1 (Python 3.6's) runs setup.py; pyproject.toml asks it for
+        # no setuptools there, for none supports 3.6 and [project] both.
+        code = ("import sys; sys.version_info = (3, 6, 15); sys.argv = ['setup.py', 'egg_info']\n"
+                "exec(compile(open('setup.py').read(), 'setup.py', 'exec'))\n")
+        done = subprocess.run([PYTHON, "-c", code], cwd=ROOT, stdout=subprocess.PIPE,
+                              stderr=subprocess.PIPE, universal_newlines=True, timeout=TIMEOUT)
+        self.assertEqual(done.returncode, 1)
+        self.assertEqual(done.stderr, "Broadcast Chat installs on Python 3.7 or newer (this is "
+                         "Python 3.6). On 3.6 nothing needs installing: run python3 server.py "
+                         "and python3 client.py from the checkout.\n")
+        with open(os.path.join(ROOT, "pyproject.toml"), encoding="utf-8") as handle:
+            self.assertIn('requires = ["setuptools>=61; python_version >= \'3.7\'"]',
+                          handle.read())
+
     def test_no_module_is_over_about_600_lines(self):
         folder = os.path.join(ROOT, "broadcast_chat")
         for name in sorted(os.listdir(folder)):
