@@ -593,7 +593,9 @@ def ws_to_lines(p):
             for line in payload.split(b"\n"):
                 if line:
                     try:
-                        lines.append(json.loads(line)["text"].encode())
+                        got = json.loads(line)
+                        texts = got["lines"] if "lines" in got else [got["text"]]
+                        lines.extend(text.encode() for text in texts)
                     except (ValueError, KeyError):
                         lines.append(b"?")
         if lines:

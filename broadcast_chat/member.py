@@ -50,7 +50,7 @@ class Member:
     @property
     def echo(self) -> bool:
         """Whether the member gets its own room events back (JSON: with ids)."""
-        return self.fmt == wire.JSON
+        return self.fmt != wire.TEXT
 
     def last_words(self, data: bytes, reason: str, going_away: bool = False) -> bytes:
         """What the member is sent last, before its socket is closed (a

@@ -157,7 +157,8 @@ class Session:
         if "resume" in options:
             member.resume = (int(options["resume"]), options.get("epoch", ""))
         member.claim = options.get("token")
-        member.fmt = wire.JSON
+        if member.fmt == wire.TEXT:
+            member.fmt = wire.JSON      # (a WebSocket member's stays WEB)
         room.tell(member, wire.dumps({
             "type": "hello", "version": __version__, "online": room.named_count(),
             "last_id": room.last_id, "epoch": room.epoch,

@@ -198,7 +198,7 @@ class WebMember(Member):
     def __init__(self, sock: socket.socket, peer: Tuple,
                  connection: websocket.Connection) -> None:
         super().__init__(sock, peer)
-        self.fmt = wire.JSON
+        self.fmt = wire.WEB
         self.connection = connection
 
     def last_words(self, data: bytes, reason: str, going_away: bool = False) -> bytes:

@@ -29,6 +29,7 @@ from typing import Any, Dict, List, Optional, Sequence, Tuple
 
 TEXT = "text"
 JSON = "json"
+WEB = "web"     # JSON, but a block of lines is one object (with "lines"): WebSocket members
 
 NOTICE_RUN_LIMIT = 3    # joins (or leaves) in a row shown one by one
 
@@ -167,7 +168,7 @@ class Event:
     while it cannot reach the others (JSON: "id": null)."""
 
     __slots__ = ("first", "count", "time", "kind", "name", "block", "text", "notice",
-                 "_text", "_json", "_json_history")
+                 "_text", "_json", "_json_history", "_web", "_web_history")
 
     def __init__(self, first: int, when: float, kind: str, name: str = "",
                  block: bytes = b"", count: int = 1, text: str = "",
@@ -183,6 +184,8 @@ class Event:
         self._text = None   # type: Optional[bytes]
         self._json = None   # type: Optional[bytes]
         self._json_history = None   # type: Optional[bytes]
+        self._web = None    # type: Optional[bytes]
+        self._web_history = None    # type: Optional[bytes]
 
     @property
     def last(self) -> int:
@@ -193,6 +196,10 @@ class Event:
             if self._text is None:
                 self._text = self._render_text()
             return self._text
+        if fmt == WEB and self.count > 1:
+            if self._web is None:
+                self._web = self._render_web()
+            return self._web
         if self._json is None:
             self._json = self._render_json()
         return self._json
@@ -202,6 +209,10 @@ class Event:
         TEXT lines are the live ones, between two notices (see replay)."""
         if fmt == TEXT:
             return self.render(TEXT)
+        if fmt == WEB and self.count > 1:
+            if self._web_history is None:
+                self._web_history = self.render(WEB).replace(HEAD, HEAD_HISTORY)
+            return self._web_history
         if self._json_history is None:
             # Every object of a rendering starts so, and no text inside one
             # can: a quote in a string is escaped.
@@ -210,10 +221,11 @@ class Event:
 
     def render_after(self, fmt: str, after: int) -> bytes:
         """The history rendering of the ids after `after` only: one line
-        per id in both formats, so a block is cut between lines."""
-        whole = self.render_history(fmt)
+        per id in TEXT and JSON, so a block is cut between lines (WEB: the
+        JSON lines, which it reads too)."""
         if after < self.first:
-            return whole
+            return self.render_history(fmt)
+        whole = self.render_history(JSON if fmt == WEB else fmt)
         lines = whole.split(b"\n")
         return b"\n".join(lines[after - self.first + 1:])
 
@@ -226,6 +238,17 @@ class Event:
         if self.kind == "action":
             return fmt_action(stamp, self.name, self.text).encode("utf-8")
         return fmt_notice(stamp, notice_text(self.notice)).encode("utf-8")
+
+    def _render_web(self) -> bytes:
+        """A message block as one object: the id of its first line, and
+        "lines" (a third of the bytes of one object a line, and one parse)."""
+        head = {"type": "event", "id": self.first, "time": iso_time(self.time),
+                "kind": self.kind, "from": self.name}    # type: Dict[str, Any]
+        lines = self.block[:-1].split(b"\n")
+        if not self.block.translate(None, _JSON_AS_IS):
+            return dumps(head)[:-2] + b',"lines":["' + b'","'.join(lines) + b'"]}\n'
+        head["lines"] = [line.decode("utf-8") for line in lines]
+        return dumps(head)
 
     def _render_json(self) -> bytes:
         head = {"type": "event", "id": self.first, "time": iso_time(self.time),

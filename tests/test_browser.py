@@ -97,6 +97,11 @@ class BrowserTest(unittest.TestCase):
         for page in (alice, bob):
             expect(page.locator(".line.message", has_text="hello browsers")
                    .locator(".from")).to_have_text("carol", timeout=WAIT)
+        carol.sendraw(b"pasted one\npasted two\npasted three\n")     # one object, three lines
+        expect(alice.locator(".line.message", has_text="pasted")).to_have_count(3, timeout=WAIT)
+        pasted = alice.locator(".line.message", has_text="pasted").all_inner_texts()
+        self.assertEqual([text.rsplit(" ", 2)[-2:] for text in pasted],
+                         [["pasted", "one"], ["pasted", "two"], ["pasted", "three"]])
 
         self.say(bob, "/me waves")
         expect(alice.locator(".line.action")).to_contain_text("* bob waves", timeout=WAIT)

@@ -167,6 +167,23 @@ class JsonBlockTest(unittest.TestCase):
             self.assertEqual(event.render(wire.JSON), expected, block[:40])
 
 
+    def test_web_block_is_one_object_with_its_lines(self) -> None:
+        from broadcast_chat import wire
+        for block in (b"a\nb b\nc\n", 'say "hi"\nh\u00e9\\\n'.encode()):
+            texts = block.decode("utf-8")[:-1].split("\n")
+            event = wire.Event(99, 1764577512.345, "message", "alice", block=block,
+                               count=len(texts))
+            self.assertEqual(event.render(wire.WEB), wire.dumps({
+                "type": "event", "id": 99, "time": wire.iso_time(event.time),
+                "kind": "message", "from": "alice", "lines": texts}))
+            self.assertEqual(json.loads(event.render_history(wire.WEB))["history"], True)
+            # Cut inside the block (a resume from id 99): the JSON lines after it.
+            self.assertEqual(event.render_after(wire.WEB, 99),
+                             event.render_after(wire.JSON, 99))
+        single = wire.Event(7, 1764577512.345, "message", "alice", block=b"one\n")
+        self.assertEqual(single.render(wire.WEB), single.render(wire.JSON))
+
+
 def parse_frame(data: bytes) -> Tuple[int, bytes, bytes]:
     """(opcode, payload, rest) of the unmasked frame at the start of data."""
     opcode, length = data[0] & 0x0F, data[1] & 0x7F
@@ -407,6 +424,18 @@ class WebServerTest(ServerTestCase):
         web_user.send("/quit bye now")
         carol.expect(r"-- wendy left \(quit: bye now\)")
         self.assertEqual(web_user.expect_close(), 1000)
+
+    def test_lines_sent_together_reach_a_browser_as_one_object(self) -> None:
+        carol = self.peer("carol")
+        web_user = self.ws("wendy")
+        carol.expect(r"-- wendy joined")
+        carol.sendraw(b"one\ntwo\nthree\n")
+        block = web_user.expect(type="event", kind="message", **{"from": "carol"})
+        self.assertEqual(block["lines"], ["one", "two", "three"])
+        self.assertNotIn("text", block)
+        carol.send("four")
+        single = web_user.expect(type="event", kind="message", **{"from": "carol"})
+        self.assertEqual((single["text"], single["id"]), ("four", block["id"] + 3))
 
     def test_ping_pong_and_binary(self) -> None:
         web_user = self.ws("pat")
