@@ -368,23 +368,26 @@ class Cluster:
 
     def _control_loop(self) -> None:
         while not self.stopped.is_set():
-            try:
-                with self.control_lock:
+            failure = None
+            with self.control_lock:
+                try:
                     if not self.control.connected:
                         self.control.connect()
                     if self.state == DOWN:
                         self._join()
                     self._beat()
-            except (resp.RedisConnectionError, resp.RedisError) as exc:
-                self.control.close()
-                self._lost(exc)
-                if not self.joined or self.state == DOWN:
-                    self._say_alone_once(exc)
+                except (resp.RedisConnectionError, resp.RedisError) as exc:
+                    self.control.close()
+                    failure = exc
+            if failure is not None:
+                self._lost(failure)
+                self._say_alone_once(failure)
             self.stopped.wait(self.heartbeat)
 
     _told_alone = False
 
     def _say_alone_once(self, exc: Exception) -> None:
+        """Redis not reached at start-up: said once (later outages: _lost)."""
         if not self._told_alone and not self.joined:
             self._told_alone = True
             self.log("error", "redis %s: %s; this server's room runs alone until Redis "
@@ -499,13 +502,14 @@ class Cluster:
         """run(control connection), or None while Redis is out of reach."""
         if self.state != UP:
             return None
-        try:
-            with self.control_lock:
+        with self.control_lock:
+            try:
                 return run(self.control)
-        except (resp.RedisConnectionError, resp.RedisError) as exc:
-            self.control.close()
-            self._lost(exc)
-            return None
+            except (resp.RedisConnectionError, resp.RedisError) as exc:
+                self.control.close()
+                failure = exc
+        self._lost(failure)
+        return None
 
     def claim(self, member: Any, name: str, force: bool = False) -> Optional[str]:
         """Take name for member among all servers: None when it is now its
