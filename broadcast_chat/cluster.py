@@ -285,18 +285,21 @@ class Cluster:
                     generation = self.generation
             if not batch:
                 continue
-            args = [self.node, self.keep, floor]
-            for item in batch:
-                event = item.event
-                body = history.event_row(event)[5]
-                args += [item.seq, event.count, repr(event.time), event.kind, event.name, body]
             try:
-                self._script(conn, "publish", [self.counter_key, self.events_key,
-                                               self.seqs_key], args)
+                self._publish(conn, [(item.seq, item.event) for item in batch], floor)
             except (resp.RedisConnectionError, resp.RedisError) as exc:
                 conn.close()
                 self._lost(exc, generation)
         conn.close()
+
+    def _publish(self, conn: resp.Redis, events: List[Tuple[int, wire.Event]],
+                 floor: int) -> None:
+        """Append events (with their sequence numbers) to the Stream."""
+        args = [self.node, self.keep, floor]    # type: List[Any]
+        for seq, event in events:
+            args += [seq, event.count, repr(event.time), event.kind, event.name,
+                     history.event_row(event)[5]]
+        self._script(conn, "publish", [self.counter_key, self.events_key, self.seqs_key], args)
 
     def _read_loop(self) -> None:
         conn = self._redis(self.read_block + self.timeout)
@@ -571,33 +574,29 @@ class Cluster:
             was_up = self.state == UP
             self.state = STOPPED
             self.changed.notify_all()
-            gone = [m.name for m in self.room.members if m.name is not None]
-            queued = sorted(self.pending.values(), key=lambda item: item.seq)
+            # What was on its way, and the leaves of this server's members.
+            events = [(item.seq, item.event) for item in
+                      sorted(self.pending.values(), key=lambda item: item.seq)]
+            notices = wire.fold_notices([("leave", m.name, reason) for m in self.room.members
+                                         if m.name is not None])
+            events += [(self.seq + number, wire.Event(None, time.time(), notice.kind,
+                                                      notice=notice))
+                       for number, notice in enumerate(notices, 1)]
+            floor = self.room.last_id
         if was_up:
             try:
                 with self.control_lock:
-                    self._leave(gone, reason, queued)
+                    self._leave(events, floor)
             except (resp.RedisConnectionError, resp.RedisError) as exc:
                 self.log("error", "redis %s: could not leave the cluster: %s" % (self.url, exc))
         self.control.close()
         for thread in self.threads:
             thread.join(self.timeout)
 
-    def _leave(self, gone: List[str], reason: str, queued: List[_Item]) -> None:
+    def _leave(self, events: List[Tuple[int, wire.Event]], floor: int) -> None:
         conn = self.control
-        now = time.time()
-        notices = wire.fold_notices([("leave", name, reason) for name in gone])
-        args = [self.node, self.keep, self.room.last_id]
-        seq = max([self.seq] + [item.seq for item in queued])
-        events = [item.event for item in queued] + [
-            wire.Event(None, now, notice.kind, notice=notice) for notice in notices]
-        for offset, event in enumerate(events, 1):
-            args += [seq + offset if offset > len(queued) else queued[offset - 1].seq,
-                     event.count, repr(event.time), event.kind, event.name,
-                     history.event_row(event)[5]]
         if events:
-            self._script(conn, "publish", [self.counter_key, self.events_key, self.seqs_key],
-                         args)
+            self._publish(conn, events, floor)
         conn.pipeline([["DEL", self.members_prefix + self.node, self.alive_prefix + self.node,
                         self.inbox_prefix + self.node],
                        ["SREM", self.nodes_key, self.node], ["HDEL", self.seqs_key, self.node]])
