@@ -42,6 +42,7 @@ import socket
 import subprocess
 import sys
 import tempfile
+import threading
 import time
 
 HERE = os.path.dirname(os.path.abspath(__file__))
@@ -61,14 +62,23 @@ STARTED = []        # every process this started, stopped in main()'s finally
 PROBLEM = re.compile(r"^\S+ \S+ (error|refuse)\b|Traceback|Exception|too slow", re.I)
 
 
-def stop_process(proc, grace=5):
-    if proc.poll() is None:
-        proc.terminate()
+def stop_processes(procs, grace=5):
+    """SIGTERM to all at once (a server leaving a cluster takes a while),
+    then wait for each; SIGKILL for one still there after grace seconds."""
+    for proc in procs:
+        if proc.poll() is None:
+            proc.terminate()
+    deadline = time.monotonic() + grace
+    for proc in procs:
         try:
-            proc.wait(grace)
+            proc.wait(max(0.01, deadline - time.monotonic()))
         except subprocess.TimeoutExpired:
             proc.kill()
             proc.wait()
+
+
+def stop_process(proc, grace=5):
+    stop_processes([proc], grace)
 
 
 def tail(path, n=600):
@@ -229,9 +239,8 @@ class Setup:
         return out + [shlex.join(n.cmd) for n in self.nodes]
 
     def stop(self):
-        for n in self.nodes:
-            stop_process(n.proc)
-        if self.redis:
+        stop_processes([n.proc for n in self.nodes])
+        if self.redis:      # after the servers: they leave the cluster on the way out
             self.redis.stop()
 
 
@@ -309,8 +318,10 @@ def main(argv=None):
         ap.error("this benchmark reads /proc: Linux only")
     q = args.quick
     clients, senders = (6, 2) if q else (args.clients, args.senders)
-    duration = 0.5 if q else args.duration
-    flat_duration = 0.3 if q else args.duration
+    duration = 0.4 if q else args.duration
+    flat_duration = 0.1 if q else args.duration
+    settle = 0.2 if q else SETTLE
+    procs = 1 if q else args.procs      # fewer worker processes to spawn in a smoke run
     per_node = 25 if q else args.many_per_node
     Target.server = os.path.abspath(args.server)
     Target.server_args = shlex.split(args.server_args)
@@ -334,7 +345,7 @@ def main(argv=None):
     echo("command: %s" % shlex.join([sys.executable] + sys.argv))
     echo("settings: clients %d, senders %d, flat %.1f s, paced %g lines/s per sender for %.1f s, "
          "many %d per server, checking clients %d, receiver workers %d"
-         % (clients, senders, flat_duration, args.rate, duration, per_node, args.check, args.procs))
+         % (clients, senders, flat_duration, args.rate, duration, per_node, args.check, procs))
     echo("set-ups: %s; clients (and senders apart) alternate between the servers' ports"
          % "; ".join(labels))
     echo("load average at start: %s (other work on the machine skews every figure)" % load_average())
@@ -348,15 +359,27 @@ def main(argv=None):
     tmpdir = tempfile.mkdtemp(prefix="chat-cluster-bench-")
     gen_worst, gen_where = 0.0, ""
 
-    def each(scenario, func):
-        """func(setup) for every set-up, each started afresh and stopped after."""
+    def each(scenario, func, describe):
+        """func(setup) for every set-up, each started afresh and stopped
+        after; describe(result) as each one ends."""
         nonlocal gen_worst, gen_where
         out = {}
+        stopping = []       # the previous set-up, stopping while the next one starts
+
+        def finish():
+            for thread, setup, label in stopping:
+                thread.join()
+                for node, lines in setup.problems().items():
+                    if lines:
+                        problems.setdefault("%s, %s, %s" % (scenario, label, node), lines)
+            del stopping[:]
+
         for label, nodes, use_redis in setups:
             setup = None
             try:
                 setup = Setup(label, nodes, use_redis, tmpdir)
                 commands.setdefault(label, setup.commands())
+                finish()    # a server leaving a cluster takes ~0.7 s: not during a run
                 res = func(setup)
                 res["target"] = label
                 died = setup.died()
@@ -366,17 +389,41 @@ def main(argv=None):
                 res = {"target": label, "error": "%s: %s" % (type(exc).__name__, exc)}
                 echo("  [%s] %s FAILED: %s" % (label, scenario, res["error"]))
             finally:
+                finish()
                 if setup is not None:
-                    setup.stop()
-                    for node, lines in setup.problems().items():
-                        if lines:
-                            problems.setdefault("%s, %s, %s" % (scenario, label, node), lines)
+                    thread = threading.Thread(target=setup.stop, daemon=True)
+                    thread.start()
+                    stopping.append((thread, setup, label))
             out[label] = res
+            if "error" not in res:
+                describe(res)
+                if res.get("died"):
+                    echo("  [%s] DIED: %s" % (label, res["died"]))
             if res.get("gen_cpu"):
                 hot = max(res["gen_cpu"])
                 if hot > gen_worst and not res.get("died"):
                     gen_worst, gen_where = hot, "%s, %s" % (scenario, label)
+        finish()
         return out
+
+    def describe_flat(r):
+        describe_fanout(r, echo)
+        if cpu_line(r, echo):
+            saturated.append("flat, " + r["target"])
+
+    def describe_paced(r):
+        describe_fanout(r, echo)
+        cpu_line(r, echo)
+
+    def describe_many(r):
+        echo("  [%s] registered %d of %d in %.2f s (%d connect retries); final line "
+             "reached %d of %d: p50 %.1f ms p99 %.1f ms max %.1f ms" % (
+                 r["target"], r["registered"], r["clients"], r["register_s"], r["connect_errors"],
+                 r["final_got"], r["final_want"], r["p50_ms"], r["p99_ms"], r["max_ms"]))
+        echo("  [%s] servers' peak RSS %.1f MiB (sum) = %.1f KiB per client (%.1f KiB "
+             "above the idle servers); %s" % (
+                 r["target"], r["hwm_mib"], r["kib_per_client"], r["net_kib_per_client"],
+                 gen_note(r["gen_cpu"])[0]))
 
     def values(out, key):
         return [out[label].get(key) for label in labels]
@@ -386,16 +433,9 @@ def main(argv=None):
             echo("\n== flat-out: %d clients, %d sending as fast as they can for %.1f s ==" %
                  (clients, senders, flat_duration))
             out = each("flat", lambda s: run_fanout(s, "flat", clients, senders, flat_duration,
-                                                    check=args.check, procs=args.procs,
-                                                    ports=s.ports, settle=SETTLE))
-            for label in labels:
-                r = out[label]
-                if "error" not in r:
-                    describe_fanout(r, echo)
-                    if cpu_line(r, echo):
-                        saturated.append("flat, " + label)
-                    if r.get("died"):
-                        echo("  [%s] DIED: %s" % (label, r["died"]))
+                                                    check=args.check, procs=procs,
+                                                    ports=s.ports, settle=settle),
+                       describe_flat)
             results["flat"] = out
             table.row("flat-out", "delivered lines/s", values(out, "rate"), "%.0f")
             table.row("flat-out", "lines not delivered intact", [spoiled(out[l]) for l in labels], "%d", "low")
@@ -412,15 +452,9 @@ def main(argv=None):
             echo("\n== paced: %d clients, %d senders at %g lines/s each for %.1f s ==" %
                  (clients, senders, args.rate, duration))
             out = each("paced", lambda s: run_fanout(s, "paced", clients, senders, duration,
-                                                     rate=args.rate, procs=args.procs,
-                                                     ports=s.ports, settle=SETTLE))
-            for label in labels:
-                r = out[label]
-                if "error" not in r:
-                    describe_fanout(r, echo)
-                    cpu_line(r, echo)
-                    if r.get("died"):
-                        echo("  [%s] DIED: %s" % (label, r["died"]))
+                                                     rate=args.rate, procs=procs,
+                                                     ports=s.ports, settle=settle),
+                       describe_paced)
             results["paced"] = out
             table.row("paced", "latency p50 ms", values(out, "p50_ms"), "%.2f", "low")
             table.row("paced", "latency p99 ms", values(out, "p99_ms"), "%.2f", "low")
@@ -439,20 +473,7 @@ def main(argv=None):
             total = per_node * n
             echo("\n== many: %d clients (%d on each of %d servers; the single server gets all), "
                  "each /nick and announced, then one line to all ==" % (total, per_node, n))
-            out = each("many", lambda s: run_many(s, total, args.procs, ports=s.ports))
-            for label in labels:
-                r = out[label]
-                if "error" not in r:
-                    echo("  [%s] registered %d of %d in %.2f s (%d connect retries); final line "
-                         "reached %d of %d: p50 %.1f ms p99 %.1f ms max %.1f ms" % (
-                             label, r["registered"], total, r["register_s"], r["connect_errors"],
-                             r["final_got"], r["final_want"], r["p50_ms"], r["p99_ms"], r["max_ms"]))
-                    echo("  [%s] servers' peak RSS %.1f MiB (sum) = %.1f KiB per client (%.1f KiB "
-                         "above the idle servers); %s" % (
-                             label, r["hwm_mib"], r["kib_per_client"], r["net_kib_per_client"],
-                             gen_note(r["gen_cpu"])[0]))
-                    if r.get("died"):
-                        echo("  [%s] DIED: %s" % (label, r["died"]))
+            out = each("many", lambda s: run_many(s, total, procs, ports=s.ports), describe_many)
             results["many"] = out
             name = "many (%d)" % total
             table.row(name, "all registered s", values(out, "register_s"), "%.2f", "low")
@@ -461,8 +482,7 @@ def main(argv=None):
             table.row(name, "one line to all p99 ms", values(out, "p99_ms"), "%.1f", "low")
             table.row(name, "peak KiB per client", values(out, "kib_per_client"), "%.1f", "low")
     finally:
-        for proc in STARTED:
-            stop_process(proc)
+        stop_processes(STARTED)
         shutil.rmtree(tmpdir, ignore_errors=True)
     echo("\n== commands (ports and folders differ from run to run) ==")
     for label in labels:
