@@ -156,14 +156,19 @@ class Target:
     server = SERVER     # --server PATH: measure another copy (before/after)
     server_args = []    # --server-args: options added to ours (e.g. --history 0)
 
+    @classmethod
+    def ours_command(cls, clients_file, port=0):
+        """The command line of our server, protection off (bench/cluster.py adds to it)."""
+        return [sys.executable, cls.server, "--host", HOST, "--port", str(port),
+                "--rate-limit", "0", "--queue-limit", str(QUEUE_LIMIT),
+                "--max-clients", "0", "--max-per-address", "0",
+                "--clients-file", clients_file] + cls.server_args
+
     def __init__(self, kind, tmpdir):
         self.kind = kind
         self.clients_file = os.path.join(tmpdir, "clients-%s.json" % kind)
         if kind == "ours":
-            cmd = [sys.executable, self.server, "--host", HOST, "--port", "0",
-                   "--rate-limit", "0", "--queue-limit", str(QUEUE_LIMIT),
-                   "--max-clients", "0", "--max-per-address", "0",
-                   "--clients-file", self.clients_file] + self.server_args
+            cmd = self.ours_command(self.clients_file)
             self.proc = subprocess.Popen(cmd, stdout=subprocess.PIPE,
                                          stderr=subprocess.PIPE, cwd=tmpdir)
             first = self.proc.stdout.readline().decode("utf-8", "replace")
@@ -222,6 +227,16 @@ class Target:
 
     def hwm(self):
         return proc_mem(self.pid, "VmHWM")
+
+    def rss(self):
+        return proc_mem(self.pid, "VmRSS")
+
+    def alive(self):
+        return self.proc.poll() is None
+
+    def cpu_parts(self):
+        """CPU seconds of each process behind the target (one here; bench/cluster.py has more)."""
+        return {self.kind: self.cpu()}
 
     def stop(self):
         if self.proc.poll() is None:
@@ -304,15 +319,18 @@ def fanout_worker(conn, spec):
     todo.reverse()
 
     def connect_next():
-        role, ident = todo.pop()
+        item = todo.pop()
+        role, ident = item[0], item[1]
+        cport = item[2] if len(item) > 2 else port     # (role, ident[, port])
         name = None
         if ours and role == "send":
             name = "s%d" % ident
         elif ours:
             # Ours relays the room only to members with a name.
             name = "%s%d-%d" % (role[0], os.getpid(), len(peers))
-        sock = connect_nb(port, rcvbuf=4096 if role == "stuck" else 0)
+        sock = connect_nb(cport, rcvbuf=4096 if role == "stuck" else 0)
         peer = Peer(sock, role, ident, name)
+        peer.port = cport
         peer.ws = role.startswith("ws")
         peers.append(peer)
         if role == "stuck":
@@ -514,7 +532,7 @@ def fanout_worker(conn, spec):
                     p.nicked = True
                     p.out = b"/nick " + p.name.encode() + b"\n"
                     if p.ws:
-                        p.out = ws_upgrade(port) + ws_text(p.out[:-1])
+                        p.out = ws_upgrade(p.port) + ws_text(p.out[:-1])
                     pump(p)
             if not todo and all(p.admitted for p in peers) and not ready_sent:
                 ready_sent = True
@@ -685,6 +703,7 @@ def summarize(peers, expected, nsenders, by_bytes=False):
 def many_worker(conn, spec):
     """Named clients of the 'many' scenario: register, then wait for one line."""
     port, lo, hi, inflight = spec["port"], spec["lo"], spec["hi"], spec["inflight"]
+    ports = spec.get("ports") or [port]     # client i connects to ports[i % len(ports)]
     sel = selectors.DefaultSelector()
     sel.register(conn, selectors.EVENT_READ, None)
     todo = list(range(lo, hi))
@@ -705,7 +724,7 @@ def many_worker(conn, spec):
         while todo and waiting < inflight:
             i = todo.pop()
             try:
-                s = connect_nb(port)
+                s = connect_nb(ports[i % len(ports)])
             except OSError:
                 errors += 1
                 todo.insert(0, i)
@@ -744,7 +763,7 @@ def many_worker(conn, spec):
                     continue
                 rec[3] = True
                 if spec.get("ws"):
-                    s.send(ws_upgrade(port) + ws_text(b"/nick c%d" % i))
+                    s.send(ws_upgrade(ports[i % len(ports)]) + ws_text(b"/nick c%d" % i))
                 else:
                     s.send(b"/nick c%d\n" % i)
                 sel.modify(s, selectors.EVENT_READ, i)
@@ -908,9 +927,13 @@ def gen_note(cpus):
 
 
 def run_fanout(target, mode, nclients, nsenders, duration, rate=0, stuck=0,
-               check=None, procs=2, pad=0, echo=print, ws=False):
+               check=None, procs=2, pad=0, echo=print, ws=False, ports=None, settle=0.0):
     """flat / paced / stuck scenarios against one target; ws: the receivers
-    (but the checking ones) are WebSocket clients, and one of them checks."""
+    (but the checking ones) are WebSocket clients, and one of them checks.
+    ports: the receivers, and apart from them the senders, alternate
+    between these ports (several servers of a cluster); default target.port.
+    settle: seconds to wait once every client is admitted, before the SYNC
+    lines (join announcements that come late then arrive before counting)."""
     ours = target.kind == "ours"
     receivers = nclients - nsenders if mode != "stuck" else nclients
     check = receivers if check is None else min(check, receivers)
@@ -931,6 +954,14 @@ def run_fanout(target, mode, nclients, nsenders, duration, rate=0, stuck=0,
     groups = [g for g in groups if g] or [[]]
     if stuck:
         groups[-1] = groups[-1] + [("stuck", -1)] * stuck
+    sender_clients = [("send", i) for i in range(nsenders)]
+    if ports:
+        k = 0
+        for g in groups:
+            for j, (role, ident) in enumerate(g):
+                g[j] = (role, ident, ports[k % len(ports)])
+                k += 1
+        sender_clients = [("send", i, ports[i % len(ports)]) for i in range(nsenders)]
     spec = {"port": target.port, "ours": ours, "nsenders": nsenders, "by_bytes": by_bytes}
     workers = []
     try:
@@ -938,13 +969,16 @@ def run_fanout(target, mode, nclients, nsenders, duration, rate=0, stuck=0,
         for g in groups:
             workers.append(Worker(fanout_worker, dict(spec, clients=g)))
             workers[-1].expect("ready", 30)
-        sender = Worker(fanout_worker, dict(spec, clients=[("send", i) for i in range(nsenders)]))
+        sender = Worker(fanout_worker, dict(spec, clients=sender_clients))
         workers.append(sender)
         sender.expect("ready", 30)
+        if settle:
+            time.sleep(settle)
         sender.send("sync")
         for w in workers:
             w.expect("synced", 30)
         cpu0 = target.cpu()
+        parts0 = target.cpu_parts()
         t0 = time.monotonic()
         go = {"mode": mode, "t0": t0, "duration": duration, "rate": rate,
               "pad": (b" " + b"." * (pad - 1)) if pad > 0 else b""}
@@ -961,8 +995,10 @@ def run_fanout(target, mode, nclients, nsenders, duration, rate=0, stuck=0,
                 w.send("ref", ref)
         results = [w.expect("done", duration + 120) for w in workers]
         cpu = target.cpu() - cpu0
+        parts = target.cpu_parts()
+        wall = time.monotonic() - t0
         hwm = target.hwm()
-        alive = target.proc.poll() is None
+        alive = target.alive()
     finally:
         for w in workers:
             w.close()
@@ -1021,6 +1057,7 @@ def run_fanout(target, mode, nclients, nsenders, duration, rate=0, stuck=0,
         "cpu_s": cpu, "cpu_us_per_line": 1e6 * cpu / agg["delivered"] if agg["delivered"] else float("nan"),
         "hwm_mib": hwm / 1048576.0, "alive": alive,
         "gen_cpu": [r[2] / r[3] if r[3] else 0 for r in results],
+        "cpu_parts": {k: parts[k] - parts0.get(k, 0) for k in parts}, "wall_s": wall,
     }
     # Loss that the unchecked (count-only) clients saw counts too.
     res["lost_total"] = res["lost"] + res["count_missing"]
@@ -1032,16 +1069,18 @@ def run_fanout(target, mode, nclients, nsenders, duration, rate=0, stuck=0,
     return res
 
 
-def run_many(target, nclients, procs, echo=print, ws=False):
+def run_many(target, nclients, procs, echo=print, ws=False, ports=None):
+    """ports: client i connects to ports[i % len(ports)] (default target.port)."""
     workers = []
     per = (nclients + procs - 1) // procs
-    base_rss = proc_mem(target.pid, "VmRSS")
+    base_rss = target.rss()
     t0 = time.monotonic()
     try:
         for k in range(procs):
             lo, hi = k * per, min(nclients, (k + 1) * per)
             workers.append(Worker(many_worker, {"port": target.port, "lo": lo, "hi": hi,
-                                                "inflight": 400, "timeout": 60, "ws": ws}))
+                                                "inflight": 400, "timeout": 60, "ws": ws,
+                                                "ports": ports}))
         regs = [w.expect("registered", 90) for w in workers]
         registered = sum(r[1] for r in regs)
         t_reg = max(r[2] for r in regs) / 1e6 - t0

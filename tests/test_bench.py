@@ -1,7 +1,8 @@
-"""Smoke test of the fan-out benchmark: it runs, and our server loses nothing."""
+"""Smoke tests of the benchmarks: they run, and our server loses nothing."""
 
 import json
 import os
+import shutil
 import subprocess
 import sys
 import tempfile
@@ -9,6 +10,7 @@ import unittest
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 BENCH = os.path.join(ROOT, "bench", "fanout.py")
+CLUSTER_BENCH = os.path.join(ROOT, "bench", "cluster.py")
 
 
 @unittest.skipIf(sys.platform == "win32", "bench/fanout.py's workers select() on multiprocessing "
@@ -40,6 +42,41 @@ class BenchSmokeTest(unittest.TestCase):
         churn = results["churn"]["ours"]
         self.assertGreater(churn["connections"], 0, text)
         self.assertTrue(churn["clients_json_empty"], text)
+
+
+@unittest.skipIf(sys.platform == "win32", "bench/cluster.py reads /proc and its workers select() "
+                 "on multiprocessing pipes, which Windows cannot do")
+@unittest.skipUnless(shutil.which("redis-server"), "bench/cluster.py needs redis-server "
+                     "(apt-get install redis-server)")
+class ClusterBenchSmokeTest(unittest.TestCase):
+
+    def test_quick_run_reports_zero_loss(self):
+        with tempfile.TemporaryDirectory() as tmp:
+            out = os.path.join(tmp, "results.json")
+            proc = subprocess.run(
+                [sys.executable, CLUSTER_BENCH, "--quick", "--scenario", "flat,paced",
+                 "--json", out],
+                stdout=subprocess.PIPE, stderr=subprocess.STDOUT, timeout=60)
+            text = proc.stdout.decode("utf-8", "replace")
+            self.assertEqual(proc.returncode, 0, text)
+            self.assertIn("PROTECTION IS OFF", text)
+            self.assertIn("Redis hop on paced p99", text)
+            with open(out) as f:
+                results = json.load(f)
+        for scenario in ("flat", "paced"):
+            setups = [k for k in results[scenario] if k != "redis_hop_p99_ms"]
+            self.assertEqual(len(setups), 3, text)      # 1 server, 1 server+redis, 2 servers+redis
+            for label in setups:
+                res = results[scenario][label]
+                where = "%s, %s" % (scenario, label)
+                self.assertNotIn("error", res, "%s\n%s" % (where, text))
+                self.assertNotIn("died", res, "%s\n%s" % (where, text))
+                self.assertGreater(res["sent"], 0, text)
+                self.assertEqual(res["delivered"], res["expected"], "%s\n%s" % (where, text))
+                for key in ("lost_total", "dup_total", "ooo", "mangled"):
+                    self.assertEqual(res[key], 0, "%s %s\n%s" % (where, key, text))
+                self.assertTrue(res["clean"], "%s\n%s" % (where, text))
+        self.assertEqual(results["problems"], {}, text)
 
 
 if __name__ == "__main__":
