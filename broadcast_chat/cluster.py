@@ -138,7 +138,8 @@ class Cluster:
     read_block = 1.0        # seconds one XREAD waits for events
     read_count = 1000       # most entries one XREAD takes
     batch_max = 256         # most events one publish carries
-    queue_max = 20000       # events waiting for Redis before lines are refused (busy)
+    busy_max = 1000         # events waiting for Redis before lines wait (the room is busy)
+    queue_max = 20000       # events kept to send on while Redis is out of reach
     inbox_max = 1000        # private messages a server's inbox keeps
     timeout = 2.0           # seconds a Redis command may take
 
@@ -217,7 +218,7 @@ class Cluster:
 
     def busy(self) -> bool:
         """Whether Redis is this far behind: lines wait (the room says busy)."""
-        return self.state == UP and len(self.queue) >= self.queue_max
+        return self.state == UP and len(self.queue) >= self.busy_max
 
     def _lost(self, exc: Exception, generation: Optional[int] = None) -> None:
         """A connection (of the given time joined) failed: the room goes on
@@ -345,7 +346,9 @@ class Cluster:
                     missed += event.first - self.read_id - 1
                 self.read_id = max(self.read_id, event.last)
                 sender, shown = None, False
-                if fields.get(b"n") == node:
+                if fields.get(b"n") != node:
+                    self._follow(event)
+                else:
                     item = self.pending.pop(int(fields[b"s"]), None)
                     if item is not None:
                         item.done = True
@@ -360,6 +363,21 @@ class Cluster:
             self.log("error", "redis %s: %d events missed (trimmed from the Stream, or Redis "
                               "restarted without them)" % (self.url, missed))
         self.room.deliver(batch)
+
+    def _follow(self, event: wire.Event) -> None:
+        """Keep the names elsewhere up to date between two heartbeats from
+        the notices of the other servers that name everyone they are about."""
+        notice = event.notice
+        if notice is None or notice.others:
+            return
+        names = list(self.elsewhere)
+        if notice.kind == "join":
+            names += [name for name in notice.names if name not in names]
+        elif notice.kind == "leave" and notice.names[0] in names:
+            names.remove(notice.names[0])
+        elif notice.kind == "rename" and notice.names[0] in names:
+            names[names.index(notice.names[0])] = notice.names[1]
+        self.elsewhere = names
 
     def _whispers_in(self, entries: List[Any]) -> None:
         for _, flat in entries:
@@ -590,8 +608,10 @@ class Cluster:
             except (resp.RedisConnectionError, resp.RedisError) as exc:
                 self.log("error", "redis %s: could not leave the cluster: %s" % (self.url, exc))
         self.control.close()
+        # The reader may be blocked in XREAD for read_block: not waited for.
         for thread in self.threads:
-            thread.join(self.timeout)
+            if thread.name != "cluster-read":
+                thread.join(self.timeout)
 
     def _leave(self, events: List[Tuple[int, wire.Event]], floor: int) -> None:
         conn = self.control

@@ -89,8 +89,11 @@ class OneRoomTest(ClusterCase):
         alice = self.peer(a, "alice")
         bob = self.peer(b, "bob")
         alice.expect(r"-- bob joined$")
+        carol = self.peer(b)
+        carol.send("/nick carol")       # after bob's join was read on a: named in the welcome
+        carol.expect(r"-- welcome, carol! 2 others online")
         alice.send("/who")
-        alice.expect(r"-- 2 online: alice, bob$")
+        alice.expect(r"-- 3 online: alice, bob, carol$")
         alice.send("/msg BOB see you at five")
         bob.expect(r"\*alice\* see you at five$")
         alice.expect(r"-> \*bob\* see you at five$")
@@ -101,7 +104,7 @@ class OneRoomTest(ClusterCase):
         bob.close()
         alice.expect(r"-- robert left \(")
         alice.send("/who")
-        alice.expect(r"-- 1 online: alice$")
+        alice.expect(r"-- 2 online: alice, carol$")
 
     def test_clients_file_lists_this_servers_members_and_its_node(self):
         a, b = self.node("a"), self.node("b")
