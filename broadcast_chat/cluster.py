@@ -138,7 +138,8 @@ class Cluster:
     read_block = 1.0        # seconds one XREAD waits for events
     read_count = 1000       # most entries one XREAD takes
     batch_max = 256         # most events one publish carries
-    busy_max = 1000         # events waiting for Redis before lines wait (the room is busy)
+    busy_bytes = 1 << 20    # text waiting for Redis before lines wait (the room is busy)
+    batch_bytes = 1 << 20   # most text one publish carries
     queue_max = 20000       # events kept to send on while Redis is out of reach
     inbox_max = 1000        # private messages a server's inbox keeps
     timeout = 2.0           # seconds a Redis command may take
@@ -172,6 +173,7 @@ class Cluster:
         self.joined = False     # the room took the cluster's epoch and history
         self.seq = 0
         self.queue = collections.deque()    # type: Deque[_Item]  to publish, in order
+        self.queued_bytes = 0   # text of the events in queue
         self.pending = {}       # type: Dict[int, _Item]  by seq: not read back yet
         self.read_id = 0        # the last id read from the Stream
         self.generation = 0     # times joined: a connection of an earlier time failing is old news
@@ -210,17 +212,19 @@ class Cluster:
             self.seq += 1
             item = self.pending[self.seq] = _Item(self.seq, event, sender, shown)
             self.queue.append(item)
+            self.queued_bytes += len(event.block) + len(event.text)
         if shown:
             self.room.show(events, sender)
             while len(self.queue) > self.queue_max:
                 dropped = self.queue.popleft()
+                self.queued_bytes -= len(dropped.event.block) + len(dropped.event.text)
                 dropped.done = True
                 self.pending.pop(dropped.seq, None)
         self.changed.notify_all()
 
     def busy(self) -> bool:
         """Whether Redis is this far behind: lines wait (the room says busy)."""
-        return self.state == UP and len(self.queue) >= self.busy_max
+        return self.state == UP and self.queued_bytes >= self.busy_bytes
 
     def _lost(self, exc: Exception, generation: Optional[int] = None) -> None:
         """A connection (of the given time joined) failed: the room goes on
@@ -236,6 +240,8 @@ class Cluster:
                     item.shown = True
                     self.room.show([item.event], item.sender)
             self.queue = collections.deque(items)
+            self.queued_bytes = sum(len(item.event.block) + len(item.event.text)
+                                    for item in items)
             self.changed.notify_all()
         self.log("error", "redis %s: %s; this server's room goes on alone, and joins the "
                           "others again when Redis answers" % (self.url, exc))
@@ -278,10 +284,14 @@ class Cluster:
                 if self.state == STOPPED:
                     break
                 batch = []
-                while self.queue and len(batch) < self.batch_max:
+                size = 0
+                while self.queue and len(batch) < self.batch_max and size < self.batch_bytes:
                     item = self.queue.popleft()
+                    length = len(item.event.block) + len(item.event.text)
+                    self.queued_bytes -= length
                     if not item.done:
                         batch.append(item)
+                        size += length
                 floor = self.room.last_id
                 if generation != self.generation:
                     conn.close()    # of an earlier time joined
