@@ -27,75 +27,20 @@ thread's but the last, which takes control_lock.
 """
 
 import collections
-import os
-import socket
 import threading
 import time
 from typing import Any, Callable, Dict, List, Optional, Sequence, Tuple
 
-from . import history, names, resp, wire
+from . import resp, wire
+from .clusterdata import (CLAIM, SCRIPTS, Keys, entry_event, entry_fields, node_name,
+                          publish_args)
 from .member import LEFT
+from .names import name_keys
 
 UP = "up"           # connected: events go through Redis
 DOWN = "down"       # not (yet, or not any more): the room goes on alone
 STOPPED = "stopped"
 
-# KEYS: the id counter, the Stream, the hash of each server's last sequence
-# number appended. ARGV: server, Stream length, the least id to go on from
-# (a server's last id, should Redis have lost the counter), then six values
-# an event: sequence number, count of ids, time, kind, name, body.
-PUBLISH = """
-local last = tonumber(redis.call('GET', KEYS[1]) or '0')
-local floor = tonumber(ARGV[3])
-if last < floor then last = floor end
-local applied = tonumber(redis.call('HGET', KEYS[3], ARGV[1]) or '0')
-for i = 4, #ARGV, 6 do
-  local seq = tonumber(ARGV[i])
-  if seq > applied then
-    local first = last + 1
-    last = last + tonumber(ARGV[i + 1])
-    redis.call('XADD', KEYS[2], 'MAXLEN', '~', ARGV[2], string.format('0-%d', first),
-      'n', ARGV[1], 's', ARGV[i], 'c', ARGV[i + 1], 't', ARGV[i + 2], 'k', ARGV[i + 3],
-      'm', ARGV[i + 4], 'b', ARGV[i + 5])
-    applied = seq
-  end
-end
-redis.call('SET', KEYS[1], string.format('%d', last))
-redis.call('HSET', KEYS[3], ARGV[1], applied)
-return last
-"""
-
-# KEYS: the name's three keys, the server's hash of members. ARGV: the
-# owner (server|serial), the name, the prefix of presence keys, "1" to
-# take the name whoever holds it. Returns the holder (server|serial|name)
-# when another member of a live server holds it, else nil.
-CLAIM = """
-local value = ARGV[1] .. '|' .. ARGV[2]
-if ARGV[4] ~= '1' then
-  for i = 1, 3 do
-    local held = redis.call('GET', KEYS[i])
-    if held and held ~= value then
-      local node = string.match(held, '^([^|]*)|')
-      if node and redis.call('EXISTS', ARGV[3] .. node) == 1 then return held end
-    end
-  end
-end
-for i = 1, 3 do redis.call('SET', KEYS[i], value) end
-redis.call('HSET', KEYS[4], ARGV[2], ARGV[1])
-return false
-"""
-
-# KEYS and ARGV[1..2] as CLAIM's: the name let go, if still this owner's.
-RELEASE = """
-local value = ARGV[1] .. '|' .. ARGV[2]
-for i = 1, 3 do
-  if redis.call('GET', KEYS[i]) == value then redis.call('DEL', KEYS[i]) end
-end
-if redis.call('HGET', KEYS[4], ARGV[2]) == ARGV[1] then redis.call('HDEL', KEYS[4], ARGV[2]) end
-return 1
-"""
-
-SCRIPTS = {"publish": PUBLISH, "claim": CLAIM, "release": RELEASE}
 
 
 class _Item:
@@ -110,24 +55,6 @@ class _Item:
         self.sender = sender
         self.shown = shown
         self.done = False       # read back from the Stream (or dropped)
-
-
-def node_name() -> str:
-    """A name for this server, unique to its run: host, process, random."""
-    host = "".join(c if c.isalnum() or c in "-." else "-" for c in socket.gethostname())
-    return "%s-%d-%s" % (host[:40] or "server", os.getpid(), os.urandom(3).hex())
-
-
-def entry_fields(flat: Sequence[bytes]) -> Dict[bytes, bytes]:
-    return dict(zip(flat[::2], flat[1::2]))
-
-
-def entry_event(entry_id: bytes, fields: Dict[bytes, bytes]) -> wire.Event:
-    """The event of a Stream entry (its id 0-FIRST is the event's first id)."""
-    first = int(entry_id.split(b"-", 1)[1])
-    return history.event_from_row(first, int(fields[b"c"]), float(fields[b"t"]),
-                                  fields[b"k"].decode("utf-8"), fields[b"m"].decode("utf-8"),
-                                  fields[b"b"])
 
 
 class Cluster:
@@ -162,12 +89,7 @@ class Cluster:
         self.heartbeat = presence_ttl / self.heartbeats
         self.url = "%s://%s:%d/%d" % ("rediss" if address.tls else "redis", address.host,
                                       address.port, address.db)
-        key = prefix.__add__
-        self.counter_key, self.events_key, self.seqs_key = key("last"), key("events"), key("seq")
-        self.epoch_key, self.nodes_key = key("epoch"), key("nodes")
-        self.alive_prefix, self.members_prefix = key("alive:"), key("members:")
-        self.inbox_prefix, self.reaped_prefix = key("inbox:"), key("reaped:")
-        self.name_prefix = key("name:")
+        self.keys = Keys(prefix, self.node)
         # Guarded by lock (the room's):
         self.state = DOWN
         self.joined = False     # the room took the cluster's epoch and history
@@ -308,15 +230,12 @@ class Cluster:
     def _publish(self, conn: resp.Redis, events: List[Tuple[int, wire.Event]],
                  floor: int) -> None:
         """Append events (with their sequence numbers) to the Stream."""
-        args = [self.node, self.keep, floor]    # type: List[Any]
-        for seq, event in events:
-            args += [seq, event.count, repr(event.time), event.kind, event.name,
-                     history.event_row(event)[5]]
-        self._script(conn, "publish", [self.counter_key, self.events_key, self.seqs_key], args)
+        self._script(conn, "publish", [self.keys.counter, self.keys.events, self.keys.seqs],
+                     publish_args(self.node, self.keep, floor, events))
 
     def _read_loop(self) -> None:
         conn = self._redis(self.read_block + self.timeout)
-        inbox = self.inbox_prefix + self.node
+        inbox = self.keys.inbox(self.node)
         inbox_id = b"0-0"
         generation = 0
         while True:
@@ -331,7 +250,7 @@ class Cluster:
                 if not conn.connected:
                     conn.connect()
                 reply = conn.call("XREAD", "COUNT", self.read_count, "BLOCK",
-                                  int(self.read_block * 1000), "STREAMS", self.events_key,
+                                  int(self.read_block * 1000), "STREAMS", self.keys.events,
                                   inbox, after, inbox_id)
             except (resp.RedisConnectionError, resp.RedisError) as exc:
                 conn.close()
@@ -430,15 +349,15 @@ class Cluster:
         """Connected (again): take the cluster's epoch and history the first
         time, list this server and its members, then go through Redis."""
         conn = self.control
-        conn.call("SET", self.epoch_key, self.room.epoch, "NX")
-        epoch = conn.call("GET", self.epoch_key).decode("utf-8")
+        conn.call("SET", self.keys.epoch, self.room.epoch, "NX")
+        epoch = conn.call("GET", self.keys.epoch).decode("utf-8")
         if not self.joined:
             # What an earlier run under this node name left (one killed
             # outright, restarted with the same --node): its sequence
             # numbers would keep this run's events out.
-            conn.pipeline([["DEL", self.members_prefix + self.node, self.inbox_prefix + self.node],
-                           ["HDEL", self.seqs_key, self.node]])
-            entries = conn.call("XREVRANGE", self.events_key, "+", "-", "COUNT", self.keep)
+            conn.pipeline([["DEL", self.keys.members(self.node), self.keys.inbox(self.node)],
+                           ["HDEL", self.keys.seqs, self.node]])
+            entries = conn.call("XREVRANGE", self.keys.events, "+", "-", "COUNT", self.keep)
             events = [entry_event(entry_id, entry_fields(flat))
                       for entry_id, flat in reversed(entries)]
             self.room.adopt(epoch, events)
@@ -464,7 +383,7 @@ class Cluster:
         clashes = []
         commands = []
         for member in members:
-            keys, args = self._claim_keys(member, member.name)
+            keys, args = self.keys.claim(member.serial, member.name)
             commands.append(["EVAL", CLAIM, len(keys)] + keys + args + [""])
         for member, got in zip(members, self.control.pipeline(commands) if commands else []):
             if isinstance(got, resp.RedisError):
@@ -479,14 +398,14 @@ class Cluster:
         """This server's presence refreshed; the others' looked at: names
         listed, and the members of a server gone announced as left."""
         conn = self.control
-        alive = self.alive_prefix + self.node
+        alive = self.keys.alive(self.node)
         ttl = int(self.presence_ttl * 1000)
         was, _, nodes = conn.pipeline([["SET", alive, "1", "PX", ttl, "GET"],
-                                       ["SADD", self.nodes_key, self.node],
-                                       ["SMEMBERS", self.nodes_key]])
+                                       ["SADD", self.keys.nodes, self.node],
+                                       ["SMEMBERS", self.keys.nodes]])
         others = sorted(n.decode("utf-8") for n in nodes if n.decode("utf-8") != self.node)
         replies = conn.pipeline([c for n in others for c in (
-            ["EXISTS", self.alive_prefix + n], ["HKEYS", self.members_prefix + n])])
+            ["EXISTS", self.keys.alive(n)], ["HKEYS", self.keys.members(n)])])
         elsewhere = []
         for index, other in enumerate(others):
             if replies[2 * index]:
@@ -497,13 +416,13 @@ class Cluster:
         if was is None and self.joined and self.state == UP:
             # Not heard of for presence_ttl (the process stopped, the
             # network cut): the others may have announced our members gone.
-            reaped = conn.call("GET", self.reaped_prefix + self.node) is not None
+            reaped = conn.call("GET", self.keys.reaped(self.node)) is not None
             self.log("error", "redis %s: this server was not heard of for %g s%s; its members "
                               "are listed again" % (self.url, self.presence_ttl,
                                                     " and was taken for gone" if reaped else ""))
             clashes = self._claim_all()
             if reaped:
-                conn.call("DEL", self.reaped_prefix + self.node)
+                conn.call("DEL", self.keys.reaped(self.node))
                 with self.lock:
                     back = [m.name for m in self.room.members if m.name is not None]
                 self.room.announce("join", [name for name in back if name not in clashes])
@@ -512,11 +431,11 @@ class Cluster:
         """Another server is gone: if this one is first to see it, its
         members leave (a notice) and its traces go."""
         conn = self.control
-        if conn.call("SET", self.reaped_prefix + other, self.node, "NX", "PX", 60000) is None:
+        if conn.call("SET", self.keys.reaped(other), self.node, "NX", "PX", 60000) is None:
             return
-        members = conn.call("HKEYS", self.members_prefix + other)
-        conn.pipeline([["DEL", self.members_prefix + other, self.inbox_prefix + other],
-                       ["SREM", self.nodes_key, other], ["HDEL", self.seqs_key, other]])
+        members = conn.call("HKEYS", self.keys.members(other))
+        conn.pipeline([["DEL", self.keys.members(other), self.keys.inbox(other)],
+                       ["SREM", self.keys.nodes, other], ["HDEL", self.keys.seqs, other]])
         gone = [name.decode("utf-8") for name in members]
         self.log("info", "redis %s: server %s is gone (not heard of for %g s); %d of its "
                          "members leave" % (self.url, other, self.presence_ttl, len(gone)))
@@ -524,12 +443,6 @@ class Cluster:
             self.room.announce("leave", gone, "server lost")
 
     # -- names and whispers (called by members' readers, not under the lock) --
-
-    def _claim_keys(self, member: Any, name: str) -> Tuple[List[str], List[Any]]:
-        keys = ["%s%d:%s" % (self.name_prefix, place, key)
-                for place, key in enumerate(names.name_keys(name))]
-        keys.append(self.members_prefix + self.node)
-        return keys, ["%s|%d" % (self.node, member.serial), name, self.alive_prefix]
 
     def _control(self, run: Callable[[resp.Redis], Any]) -> Any:
         """run(control connection), or None while Redis is out of reach."""
@@ -578,7 +491,7 @@ class Cluster:
         """Take name for member among all servers: None when it is now its
         own, HERE when a member of this server holds it (the room decides),
         else the name as its holder elsewhere holds it."""
-        keys, args = self._claim_keys(member, name)
+        keys, args = self.keys.claim(member.serial, name)
         got = self._combined("claim", keys, args + ["1" if force else ""])
         if got is None:
             self.local[member.serial] = member
@@ -590,35 +503,35 @@ class Cluster:
         """Let go of a name member held (or claimed and did not get)."""
         if member.name is None or member.state == LEFT:
             self.local.pop(member.serial, None)
-        keys, args = self._claim_keys(member, name)
+        keys, args = self.keys.claim(member.serial, name)
         self._combined("release", keys, args[:2])
 
     def names(self) -> Optional[List[str]]:
         """The names on the other servers, asked now; None while out of reach."""
         def ask(conn: resp.Redis) -> List[str]:
-            nodes = [n.decode("utf-8") for n in conn.call("SMEMBERS", self.nodes_key)]
+            nodes = [n.decode("utf-8") for n in conn.call("SMEMBERS", self.keys.nodes)]
             others = [n for n in nodes if n != self.node]
             replies = conn.pipeline([c for n in others for c in (
-                ["EXISTS", self.alive_prefix + n], ["HKEYS", self.members_prefix + n])])
+                ["EXISTS", self.keys.alive(n)], ["HKEYS", self.keys.members(n)])])
             return [name.decode("utf-8") for index in range(len(others))
                     if replies[2 * index] for name in replies[2 * index + 1]]
         return self._control(ask)
 
     def whisper(self, sender: Any, name: str, text: str) -> Optional[str]:
         """A private message to a member of another server: its name, or None."""
-        keys = names.name_keys(name)
+        keys = name_keys(name)
 
         def send(conn: resp.Redis) -> Optional[str]:
             for place in (1, 0, 2):
-                held = conn.call("GET", "%s%d:%s" % (self.name_prefix, place, keys[place]))
+                held = conn.call("GET", self.keys.name(place, keys[place]))
                 if held is not None:
                     break
             else:
                 return None
             node, serial, holder = held.decode("utf-8").split("|", 2)
-            if node == self.node or not conn.call("EXISTS", self.alive_prefix + node):
+            if node == self.node or not conn.call("EXISTS", self.keys.alive(node)):
                 return None
-            conn.call("XADD", self.inbox_prefix + node, "MAXLEN", "~", self.inbox_max, "*",
+            conn.call("XADD", self.keys.inbox(node), "MAXLEN", "~", self.inbox_max, "*",
                       "f", sender.name, "s", serial, "x", text)
             return holder
         return self._control(send)
@@ -658,6 +571,6 @@ class Cluster:
         conn = self.control
         if events:
             self._publish(conn, events, floor)
-        conn.pipeline([["DEL", self.members_prefix + self.node, self.alive_prefix + self.node,
-                        self.inbox_prefix + self.node],
-                       ["SREM", self.nodes_key, self.node], ["HDEL", self.seqs_key, self.node]])
+        conn.pipeline([["DEL", self.keys.members(self.node), self.keys.alive(self.node),
+                        self.keys.inbox(self.node)],
+                       ["SREM", self.keys.nodes, self.node], ["HDEL", self.keys.seqs, self.node]])

@@ -54,16 +54,14 @@ class ClusterBenchSmokeTest(unittest.TestCase):
         with tempfile.TemporaryDirectory() as tmp:
             out = os.path.join(tmp, "results.json")
             proc = subprocess.run(
-                [sys.executable, CLUSTER_BENCH, "--quick", "--scenario", "flat,paced",
-                 "--json", out],
+                [sys.executable, CLUSTER_BENCH, "--quick", "--scenario", "flat", "--json", out],
                 stdout=subprocess.PIPE, stderr=subprocess.STDOUT, timeout=60)
             text = proc.stdout.decode("utf-8", "replace")
             self.assertEqual(proc.returncode, 0, text)
             self.assertIn("PROTECTION IS OFF", text)
-            self.assertIn("Redis hop on paced p99", text)
             with open(out) as f:
                 results = json.load(f)
-        for scenario in ("flat", "paced"):
+        for scenario in ("flat",):     # (paced, in the full run, measures; it checks the same)
             setups = [k for k in results[scenario] if k != "redis_hop_p99_ms"]
             self.assertEqual(len(setups), 3, text)      # 1 server, 1 server+redis, 2 servers+redis
             for label in setups:

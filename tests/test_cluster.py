@@ -12,7 +12,7 @@ import signal
 import threading
 import unittest
 
-from broadcast_chat import cluster
+from broadcast_chat import clusterdata, wire
 from tests.redisbed import CERT, RedisServer, needs_redis, redis_has_tls
 from tests.support import TIMEOUT, Peer, ServerProcess, child_env, run_server, wait_until
 
@@ -300,15 +300,30 @@ class FaultTest(ClusterCase):
 
 class ClusterPureTest(unittest.TestCase):
     def test_an_entry_is_the_event_it_carries(self):
-        event = cluster.entry_event(b"0-41", cluster.entry_fields(
+        event = clusterdata.entry_event(b"0-41", clusterdata.entry_fields(
             [b"n", b"a", b"s", b"3", b"c", b"2", b"t", b"1764567890.5", b"k", b"message",
              b"m", b"alice", b"b", b"one\ntwo\n"]))
         self.assertEqual((event.first, event.last, event.name, event.block),
                          (41, 42, "alice", b"one\ntwo\n"))
         self.assertIn(b'"id":42', event.render("json"))
 
+    def test_publish_args_carry_each_event_as_history_rows_do(self):
+        notice = wire.Notice("leave", ["bob"], 0, "quit")
+        events = [(4, wire.Event(None, 1.5, "message", "alice", block=b"a\nb\n", count=2)),
+                  (5, wire.Event(None, 2.5, "leave", notice=notice))]
+        self.assertEqual(clusterdata.publish_args("n1", 1000, 41, events),
+                         ["n1", 1000, 41, 4, 2, "1.5", "message", "alice", b"a\nb\n",
+                          5, 1, "2.5", "leave", "", b'["leave", ["bob"], 0, "quit"]'])
+
+    def test_a_claim_covers_every_key_of_the_name(self):
+        keys, args = clusterdata.Keys("p:", "n1").claim(7, "Alice")
+        self.assertEqual(len(keys), 4)
+        self.assertEqual(keys[3], "p:members:n1")
+        self.assertIn("p:name:1:alice", keys)
+        self.assertEqual(args, ["n1|7", "Alice", "p:alive:"])
+
     def test_node_names_are_unique_to_a_run_and_hold_no_separator(self):
-        first, second = cluster.node_name(), cluster.node_name()
+        first, second = clusterdata.node_name(), clusterdata.node_name()
         self.assertNotEqual(first, second)
         self.assertNotIn("|", first)
         self.assertTrue(re.match(r"[A-Za-z0-9.-]+-%d-[0-9a-f]{6}\Z" % os.getpid(), first))
