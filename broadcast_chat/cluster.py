@@ -32,8 +32,8 @@ import time
 from typing import Any, Callable, Dict, List, Optional, Sequence, Tuple
 
 from . import resp, wire
-from .clusterdata import (CLAIM, SCRIPTS, Keys, entry_event, entry_fields, node_name,
-                          publish_args)
+from .clusterdata import (CLAIM, SCRIPTS, Delivery, InOrder, Keys, entry_event, follow,
+                          node_name, publish_args)
 from .member import LEFT
 from .names import name_keys
 
@@ -97,7 +97,8 @@ class Cluster:
         self.queue = collections.deque()    # type: Deque[_Item]  to publish, in order
         self.queued_bytes = 0   # text of the events in queue
         self.pending = {}       # type: Dict[int, _Item]  by seq: not read back yet
-        self.read_id = 0        # the last id read from the Stream
+        self.order = InOrder()  # what is delivered here (deliver_lock)
+        self.deliver_lock = threading.Lock()    # deliveries in id order, from two threads
         self.generation = 0     # times joined: a connection of an earlier time failing is old news
         self.changed = threading.Condition(self.lock)
         # Read by the room without the lock (replaced whole, never changed):
@@ -105,6 +106,9 @@ class Cluster:
         self.local = {}         # type: Dict[int, Any]  serial -> member, for whispers in
         self.control = self._redis(self.timeout)
         self.control_lock = threading.Lock()
+        self.publisher = self._redis(self.timeout)  # taken with publish_lock
+        self.publisher_generation = 0
+        self.publish_lock = threading.Lock()
         self.calls = []         # type: List[List[Any]]  claims and releases waiting to run
         self.calls_lock = threading.Lock()
         self.threads = [threading.Thread(target=run, name=name, daemon=True) for run, name in (
@@ -126,8 +130,10 @@ class Cluster:
 
     # -- the room's events (called under the room's lock) -------------------
 
-    def send(self, events: List[wire.Event], sender: Any) -> None:
-        """Events to order: through Redis, or shown here at once while it is out of reach."""
+    def send(self, events: List[wire.Event], sender: Any, flush_after: bool = False) -> None:
+        """Events to order: through Redis, or shown here at once while it is
+        out of reach. flush_after: the caller calls flush() once it lets go
+        of the lock (else the publisher thread sends them)."""
         assert self.lock.locked()
         shown = self.state != UP
         for event in events:
@@ -142,7 +148,20 @@ class Cluster:
                 self.queued_bytes -= len(dropped.event.block) + len(dropped.event.text)
                 dropped.done = True
                 self.pending.pop(dropped.seq, None)
-        self.changed.notify_all()
+        if not flush_after or shown:
+            self.changed.notify_all()
+
+    def flush(self) -> None:
+        """Send what waits from this thread (a sender's reader, which saves
+        its line the hand-off to the publisher thread), unless another is
+        sending: that one looks at the queue again after it is done."""
+        while self.queue and self.state == UP:
+            if not self.publish_lock.acquire(False):
+                return
+            try:
+                self._publish_waiting()
+            finally:
+                self.publish_lock.release()
 
     def busy(self) -> bool:
         """Whether Redis is this far behind: lines wait (the room says busy)."""
@@ -197,14 +216,23 @@ class Cluster:
         return sha
 
     def _publish_loop(self) -> None:
-        conn = self._redis(self.timeout)
-        generation = 0
         while True:
             with self.lock:
                 while self.state != STOPPED and (self.state != UP or not self.queue):
                     self.changed.wait()
                 if self.state == STOPPED:
                     break
+            with self.publish_lock:
+                self._publish_waiting()
+        self.publisher.close()
+
+    def _publish_waiting(self) -> None:
+        """Send the queue in batches, until it is empty (publish_lock held)."""
+        conn = self.publisher
+        while True:
+            with self.lock:
+                if self.state != UP:
+                    return
                 batch = []
                 size = 0
                 while self.queue and len(batch) < self.batch_max and size < self.batch_bytes:
@@ -215,22 +243,40 @@ class Cluster:
                         batch.append(item)
                         size += length
                 floor = self.room.last_id
-                if generation != self.generation:
+                if self.publisher_generation != self.generation:
                     conn.close()    # of an earlier time joined
-                    generation = self.generation
+                    self.publisher_generation = self.generation
+                generation = self.generation
             if not batch:
-                continue
+                return
             try:
-                self._publish(conn, [(item.seq, item.event) for item in batch], floor)
+                firsts = self._publish(conn, [(item.seq, item.event) for item in batch], floor)
             except (resp.RedisConnectionError, resp.RedisError) as exc:
                 conn.close()
                 self._lost(exc, generation)
-        conn.close()
+                return
+            self._published(batch, firsts)
+
+    def _published(self, batch: List[_Item], firsts: List[int]) -> None:
+        """The ids Redis gave this server's events: each is delivered here
+        now, if every id before it was (else by the reader, in order), which
+        saves its members the round trip through XREAD and a thread."""
+        with self.deliver_lock:
+            out = []    # type: List[Delivery]
+            with self.lock:
+                for item, first in zip(batch, firsts):
+                    if first and not item.done:
+                        item.done = True
+                        self.pending.pop(item.seq, None)
+                        item.event.first = first
+                        out += self.order.given((item.event, item.sender, item.shown))
+            if out:
+                self.room.deliver(out)
 
     def _publish(self, conn: resp.Redis, events: List[Tuple[int, wire.Event]],
-                 floor: int) -> None:
-        """Append events (with their sequence numbers) to the Stream."""
-        self._script(conn, "publish", [self.keys.counter, self.keys.events, self.keys.seqs],
+                 floor: int) -> List[int]:
+        """Append events (with their sequence numbers) to the Stream: their first ids."""
+        return self._script(conn, "publish", [self.keys.counter, self.keys.events, self.keys.seqs],
                      publish_args(self.node, self.keep, floor, events))
 
     def _read_loop(self) -> None:
@@ -242,7 +288,7 @@ class Cluster:
             with self.lock:
                 if not self._wait_up():
                     break
-                after = b"0-%d" % self.read_id
+                after = b"0-%d" % self.order.last
                 if generation != self.generation:
                     conn.close()
                     generation = self.generation
@@ -266,53 +312,46 @@ class Cluster:
 
     def _events_in(self, entries: List[Any]) -> None:
         """Entries read from the Stream: delivered in order, each once."""
-        node = self.node.encode("utf-8")
-        batch = []      # type: List[Tuple[wire.Event, Any, bool]]
-        missed = 0
-        with self.lock:
-            for entry_id, flat in entries:
-                fields = entry_fields(flat)
-                event = entry_event(entry_id, fields)
-                if self.read_id and event.first > self.read_id + 1:
-                    missed += event.first - self.read_id - 1
-                self.read_id = max(self.read_id, event.last)
-                sender, shown = None, False
-                if fields.get(b"n") != node:
-                    self._follow(event)
-                else:
-                    item = self.pending.pop(int(fields[b"s"]), None)
-                    if item is not None:
-                        item.done = True
-                        sender, shown = item.sender, item.shown
-                        # Those before it were read before, or not appended
-                        # again (the script keeps an event from going in twice).
-                        for seq in [s for s in self.pending if s < item.seq]:
-                            self.pending.pop(seq).done = True
-                batch.append((event, sender, shown))
-        if missed:
-            self.room.missed(missed)
-            self.log("error", "redis %s: %d events missed (trimmed from the Stream, or Redis "
-                              "restarted without them)" % (self.url, missed))
-        self.room.deliver(batch)
+        with self.deliver_lock:
+            with self.lock:
+                batch, missed = self._read_in(entries)
+            if missed:
+                self.room.missed(missed)
+                self.log("error", "redis %s: %d events missed (trimmed from the Stream, or "
+                                  "Redis restarted without them)" % (self.url, missed))
+            self.room.deliver(batch)
 
-    def _follow(self, event: wire.Event) -> None:
-        """Keep the names elsewhere up to date between two heartbeats from
-        the notices of the other servers that name everyone they are about."""
-        notice = event.notice
-        if notice is None or notice.others:
-            return
-        names = list(self.elsewhere)
-        if notice.kind == "join":
-            names += [name for name in notice.names if name not in names]
-        elif notice.kind == "leave" and notice.names[0] in names:
-            names.remove(notice.names[0])
-        elif notice.kind == "rename" and notice.names[0] in names:
-            names[names.index(notice.names[0])] = notice.names[1]
-        self.elsewhere = names
+    def _read_in(self, entries: List[Any]) -> Tuple[List[Delivery], int]:
+        """What to deliver of entries read (the lock and deliver_lock held),
+        and how many ids before them are missing."""
+        assert self.lock.locked()
+        node = self.node.encode("utf-8")
+        batch = []      # type: List[Delivery]
+        missed = 0
+        for entry_id, flat in entries:
+            if int(entry_id.split(b"-", 1)[1]) <= self.order.last:
+                continue    # this server's, delivered as Redis gave its id
+            event, origin, seq = entry_event(entry_id, flat)
+            mine = None
+            if origin != node:
+                self.elsewhere = follow(self.elsewhere, event.notice)
+            else:
+                item = self.pending.pop(seq, None)
+                if item is not None:
+                    item.done = True
+                    mine = (event, item.sender, item.shown)
+                    # Those before it were read before, or not appended
+                    # again (the script keeps an event from going in twice).
+                    for seq in [s for s in self.pending if s < item.seq]:
+                        self.pending.pop(seq).done = True
+            out, gap = self.order.read(event, mine)
+            batch += out
+            missed += gap
+        return batch, missed
 
     def _whispers_in(self, entries: List[Any]) -> None:
         for _, flat in entries:
-            fields = entry_fields(flat)
+            fields = dict(zip(flat[::2], flat[1::2]))
             member = self.local.get(int(fields[b"s"]))
             if member is not None:
                 self.room.whisper_from(fields[b"f"].decode("utf-8"), member,
@@ -358,11 +397,10 @@ class Cluster:
             conn.pipeline([["DEL", self.keys.members(self.node), self.keys.inbox(self.node)],
                            ["HDEL", self.keys.seqs, self.node]])
             entries = conn.call("XREVRANGE", self.keys.events, "+", "-", "COUNT", self.keep)
-            events = [entry_event(entry_id, entry_fields(flat))
-                      for entry_id, flat in reversed(entries)]
+            events = [entry_event(entry_id, flat)[0] for entry_id, flat in reversed(entries)]
             self.room.adopt(epoch, events)
             with self.lock:
-                self.read_id = self.room.last_id
+                self.order.last = self.room.last_id
         self._beat()
         clashes = self._claim_all()
         with self.lock:

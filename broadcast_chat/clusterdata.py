@@ -8,33 +8,36 @@ others claim and let go of names under all their keys at once.
 
 import os
 import socket
-from typing import Any, Dict, List, Sequence, Tuple
+from typing import Any, Dict, List, Optional, Sequence, Tuple
 
 from . import history, names, wire
 
 # KEYS: the id counter, the Stream, the hash of each server's last sequence
 # number appended. ARGV: server, Stream length, the least id to go on from
-# (a server's last id, should Redis have lost the counter), then six values
-# an event: sequence number, count of ids, time, kind, name, body.
+# (a server's last id, should Redis have lost the counter), then three
+# values an event: sequence number, count of ids, the entry (entry_value).
+# Returns each event's first id (0 for one appended before).
 PUBLISH = """
 local last = tonumber(redis.call('GET', KEYS[1]) or '0')
 local floor = tonumber(ARGV[3])
 if last < floor then last = floor end
 local applied = tonumber(redis.call('HGET', KEYS[3], ARGV[1]) or '0')
-for i = 4, #ARGV, 6 do
+local firsts = {}
+for i = 4, #ARGV, 3 do
   local seq = tonumber(ARGV[i])
+  local first = 0
   if seq > applied then
-    local first = last + 1
+    first = last + 1
     last = last + tonumber(ARGV[i + 1])
     redis.call('XADD', KEYS[2], 'MAXLEN', '~', ARGV[2], string.format('0-%d', first),
-      'n', ARGV[1], 's', ARGV[i], 'c', ARGV[i + 1], 't', ARGV[i + 2], 'k', ARGV[i + 3],
-      'm', ARGV[i + 4], 'b', ARGV[i + 5])
+      'e', ARGV[i + 2])
     applied = seq
   end
+  firsts[#firsts + 1] = first
 end
 redis.call('SET', KEYS[1], string.format('%d', last))
 redis.call('HSET', KEYS[3], ARGV[1], applied)
-return last
+return firsts
 """
 
 # KEYS: the name's three keys, the server's hash of members. ARGV: the
@@ -102,13 +105,32 @@ class Keys:
         return keys, ["%s|%d" % (self.node, serial), name, self.alive_prefix]
 
 
+def entry_value(node: str, seq: int, event: wire.Event) -> bytes:
+    """An event as its Stream entry holds it: one field, its parts apart by
+    NUL, which no name, node name or text holds (one field, not six: a
+    reader parses a sixth of the elements, most of the cost of reading)."""
+    return b"\0".join([node.encode("ascii"), b"%d" % seq, repr(event.time).encode("ascii"),
+                        event.kind.encode("ascii"), event.name.encode("utf-8"),
+                        history.event_row(event)[5]])
+
+
+def entry_event(entry_id: bytes, flat: Sequence[bytes]) -> Tuple[wire.Event, bytes, int]:
+    """The event of a Stream entry (its id 0-FIRST is the event's first id),
+    the server that sent it and its sequence number there."""
+    first = int(entry_id.split(b"-", 1)[1])
+    node, seq, when, kind, name, body = flat[1].split(b"\0", 5)
+    count = body.count(b"\n") if kind == b"message" else 1
+    event = history.event_from_row(first, count, float(when), kind.decode("ascii"),
+                                   name.decode("utf-8"), body)
+    return event, node, int(seq)
+
+
 def publish_args(node: str, keep: int, floor: int,
                  events: Sequence[Tuple[int, wire.Event]]) -> List[Any]:
     """ARGV of PUBLISH for events with their sequence numbers."""
     args = [node, keep, floor]    # type: List[Any]
     for seq, event in events:
-        args += [seq, event.count, repr(event.time), event.kind, event.name,
-                 history.event_row(event)[5]]
+        args += [seq, event.count, entry_value(node, seq, event)]
     return args
 
 
@@ -118,13 +140,53 @@ def node_name() -> str:
     return "%s-%d-%s" % (host[:40] or "server", os.getpid(), os.urandom(3).hex())
 
 
-def entry_fields(flat: Sequence[bytes]) -> Dict[bytes, bytes]:
-    return dict(zip(flat[::2], flat[1::2]))
+Delivery = Tuple[wire.Event, Any, bool]     # an event, its sender here or None, shown already
 
 
-def entry_event(entry_id: bytes, fields: Dict[bytes, bytes]) -> wire.Event:
-    """The event of a Stream entry (its id 0-FIRST is the event's first id)."""
-    first = int(entry_id.split(b"-", 1)[1])
-    return history.event_from_row(first, int(fields[b"c"]), float(fields[b"t"]),
-                                  fields[b"k"].decode("utf-8"), fields[b"m"].decode("utf-8"),
-                                  fields[b"b"])
+class InOrder:
+    """A server's deliveries in id order, from two sources: the ids Redis
+    gives its own events as it appends them (given) and the Stream as read
+    (read), whichever comes first. Guarded by the cluster's lock."""
+
+    def __init__(self, last: int = 0) -> None:
+        self.last = last        # every id up to this one is out
+        self.ready = {}         # type: Dict[int, Delivery]  this server's, by first id
+
+    def given(self, delivery: Delivery) -> List[Delivery]:
+        """One of this server's events with its ids: what is out now."""
+        self.ready[delivery[0].first] = delivery
+        return self._take()
+
+    def read(self, event: wire.Event, mine: Optional[Delivery]) -> Tuple[List[Delivery], int]:
+        """An event read from the Stream, in order (mine: this server's
+        delivery of it, if it is one): what is out now, and how many ids
+        before it went missing (trimmed, or Redis lost them)."""
+        if event.last <= self.last:
+            return [], 0        # given, and out, before it was read
+        missed = event.first - self.last - 1 if self.last else 0
+        delivery = self.ready.pop(event.first, None) or mine or (event, None, False)
+        self.last = event.last
+        return [delivery] + self._take(), max(0, missed)
+
+    def _take(self) -> List[Delivery]:
+        taken = []
+        while self.last + 1 in self.ready:
+            got = self.ready.pop(self.last + 1)
+            taken.append(got)
+            self.last = got[0].last
+        return taken
+
+
+def follow(names: List[str], notice: Optional[wire.Notice]) -> List[str]:
+    """The names on the other servers after one of their notices (those
+    that name everyone they are about; a folded one waits for the heartbeat)."""
+    if notice is None or notice.others:
+        return names
+    names = list(names)
+    if notice.kind == "join":
+        names += [name for name in notice.names if name not in names]
+    elif notice.kind == "leave" and notice.names[0] in names:
+        names.remove(notice.names[0])
+    elif notice.kind == "rename" and notice.names[0] in names:
+        names[names.index(notice.names[0])] = notice.names[1]
+    return names

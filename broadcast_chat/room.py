@@ -9,7 +9,8 @@ write, not a thousand; they are flushed before any later line, so nobody
 hears from a member before hearing that it joined.
 
 The room hands bytes to the Writer through its public methods and owns
-its own timers (notices, idle members) in one thread, run_timers().
+its own timers (notices, idle members) in one thread, run_timers(). In a
+cluster (cluster.Cluster), Redis orders events and deliver() gets them.
 """
 
 import collections
@@ -82,9 +83,7 @@ class Room:
                 self.ring.keep(event)
             self.last_id = restored[1]
         self.closing = False
-        # With several servers (cluster.Cluster): orders the events and
-        # hands them back to deliver(); keeps names unique among all.
-        self.cluster = None     # type: Any
+        self.cluster = None     # type: Any  (a cluster.Cluster: orders, checks names)
         self.timers = threading.Condition(self.lock)
         self.on_change = lambda: None       # type: Callable[[], None]
         self.on_size = lambda size: None    # type: Callable[[int], None]
@@ -315,12 +314,13 @@ class Room:
                 return True
             # Checked under the lock with the fan-out: a burst from a thousand
             # senders at once cannot all pass the check before the queues fill.
-            if self.writer.lagging and self.writer.crowded():
-                return False
-            if self.cluster is not None and self.cluster.busy():
+            if (self.writer.lagging and self.writer.crowded()) or (
+                    self.cluster is not None and self.cluster.busy()):
                 return False
             self._flush_notices()
-            self._emit([self._event(kind, sender.name, **fields)], sender)
+            self._emit([self._event(kind, sender.name, **fields)], sender, flush_after=True)
+        if self.cluster is not None:
+            self.cluster.flush()
         return True
 
     def whisper(self, sender: Member, target: Member, text: str) -> None:
@@ -391,12 +391,14 @@ class Room:
         """An event of now, without ids yet."""
         return wire.Event(None, self.clock(), kind, name, count=count, **fields)
 
-    def _emit(self, events: List[wire.Event], sender: Optional[Member] = None) -> None:
+    def _emit(self, events: List[wire.Event], sender: Optional[Member] = None,
+              flush_after: bool = False) -> None:
         """Order events and queue them for everyone: here, the next ids;
-        in a cluster, the cluster gives ids and hands them to deliver()."""
+        in a cluster, the cluster gives ids and hands them to deliver()
+        (flush_after: the caller has it send them once the lock is let go)."""
         assert self.lock.locked()
         if self.cluster is not None:
-            self.cluster.send(events, sender)
+            self.cluster.send(events, sender, flush_after)
             return
         for event in events:
             event.first = self.last_id + 1
@@ -436,8 +438,7 @@ class Room:
                 self._fan_out(run, run_sender)
 
     def show(self, events: List[wire.Event], sender: Optional[Member]) -> None:
-        """Queue events without ids for everyone here (the cluster cannot
-        order them now); the lock held."""
+        """Queue events without ids for everyone here (Redis out of reach)."""
         assert self.lock.locked()
         self._fan_out(events, sender)
 
@@ -446,10 +447,9 @@ class Room:
         text = "%d event%s of the room missed: said on other servers while this one could " \
                "not hear them" % (count, "" if count == 1 else "s")
         with self.lock:
-            for member in self.members:
-                if member.state == JOINED:
-                    self.writer.put(member.queue, wire.reply(member.fmt, "missed", text,
-                                                             self.clock(), events=count))
+            for member in [m for m in self.members if m.state == JOINED]:
+                self.writer.put(member.queue, wire.reply(member.fmt, "missed", text, self.clock(),
+                                                         events=count))
 
     def adopt(self, epoch: str, events: List[wire.Event]) -> None:
         """Take the cluster's run of ids (its epoch) and its latest events,

@@ -55,6 +55,11 @@ class Stop(BaseException):
     (and like it not an Exception, so no `except Exception` swallows it)."""
 
 
+def say_line(text: str) -> None:
+    sys.stdout.write(text + "\n")
+    sys.stdout.flush()
+
+
 def _raise_stop(signum, frame) -> None:
     raise Stop()
 
@@ -109,12 +114,14 @@ def run(config: ServerConfig) -> int:
         signal.signal(signum, _raise_stop)
     try:
         server.start()
-        print("Server running on %s:%d" % (shown, port), flush=True)
+        # One write a line: the log thread may write between two (a
+        # cluster's first log line comes as it starts), as print() does.
+        say_line("Server running on %s:%d" % (shown, port))
         if host in ("0.0.0.0", "::"):
             reachable = local_addresses()
             if reachable:
-                print("Others connect to: %s" % ", ".join(
-                    format_address((address, port)) for address in reachable), flush=True)
+                say_line("Others connect to: %s" % ", ".join(
+                    format_address((address, port)) for address in reachable))
         server.serve_forever(poll_interval=0.5)
     except KeyboardInterrupt:
         if sys.stdout.isatty():

@@ -300,20 +300,55 @@ class FaultTest(ClusterCase):
 
 class ClusterPureTest(unittest.TestCase):
     def test_an_entry_is_the_event_it_carries(self):
-        event = clusterdata.entry_event(b"0-41", clusterdata.entry_fields(
-            [b"n", b"a", b"s", b"3", b"c", b"2", b"t", b"1764567890.5", b"k", b"message",
-             b"m", b"alice", b"b", b"one\ntwo\n"]))
-        self.assertEqual((event.first, event.last, event.name, event.block),
-                         (41, 42, "alice", b"one\ntwo\n"))
-        self.assertIn(b'"id":42', event.render("json"))
-
-    def test_publish_args_carry_each_event_as_history_rows_do(self):
         notice = wire.Notice("leave", ["bob"], 0, "quit")
-        events = [(4, wire.Event(None, 1.5, "message", "alice", block=b"a\nb\n", count=2)),
-                  (5, wire.Event(None, 2.5, "leave", notice=notice))]
+        for event in (wire.Event(None, 1764567890.5, "message", "alice", block=b"one\ntwo\n",
+                                 count=2),
+                      wire.Event(None, 1764567890.25, "action", "\u00e9lise", text="waves"),
+                      wire.Event(None, 1764567891.0, "leave", notice=notice)):
+            value = clusterdata.entry_value("n1", 3, event)
+            got, node, seq = clusterdata.entry_event(b"0-41", [b"e", value])
+            self.assertEqual((node, seq), (b"n1", 3))
+            self.assertEqual((got.first, got.count, got.time, got.kind, got.name, got.block,
+                              got.text, got.notice),
+                             (41, event.count, event.time, event.kind, event.name, event.block,
+                              event.text, event.notice))
+        block = clusterdata.entry_event(b"0-41", [b"e", clusterdata.entry_value(
+            "n1", 3, wire.Event(None, 1.0, "message", "a", block=b"x\ny\n", count=2))])[0]
+        self.assertIn(b'"id":42', block.render("json"))     # its second line
+
+    def test_publish_args_carry_each_event_as_one_value(self):
+        events = [(4, wire.Event(None, 1.5, "message", "alice", block=b"a\nb\n", count=2))]
         self.assertEqual(clusterdata.publish_args("n1", 1000, 41, events),
-                         ["n1", 1000, 41, 4, 2, "1.5", "message", "alice", b"a\nb\n",
-                          5, 1, "2.5", "leave", "", b'["leave", ["bob"], 0, "quit"]'])
+                         ["n1", 1000, 41, 4, 2, b"n1\x004\x001.5\x00message\x00alice\x00a\nb\n"])
+
+    def test_in_order_whichever_source_comes_first(self):
+        def event(first, count=1):
+            return wire.Event(first, 1.0, "message", "x", block=b"l\n" * count, count=count)
+        order = clusterdata.InOrder(10)
+        own = event(13)
+        self.assertEqual(order.given((own, "me", False)), [])      # 11 and 12 not out yet
+        out, missed = order.read(event(11, 2), None)                # another server's block
+        self.assertEqual([d[0].first for d in out], [11, 13])
+        self.assertEqual((out[1][1], missed), ("me", 0))
+        self.assertEqual(order.read(event(13), None), ([], 0))     # read after: once only
+        self.assertEqual(order.last, 13)
+        late = event(14)
+        out, _ = order.read(late, (late, "me", True))               # read before its id came
+        self.assertEqual(out, [(late, "me", True)])
+        self.assertEqual(order.given((event(15), None, False))[0][0].first, 15)
+        out, missed = order.read(event(19), None)                   # 16-18 trimmed away
+        self.assertEqual((out[0][0].first, missed), (19, 3))
+
+    def test_names_elsewhere_follow_notices_that_name_everyone(self):
+        names = ["bob"]
+        names = clusterdata.follow(names, wire.Notice("join", ["carol"], 0, ""))
+        names = clusterdata.follow(names, wire.Notice("rename", ["bob", "robert"], 0, ""))
+        self.assertEqual(names, ["robert", "carol"])
+        self.assertEqual(clusterdata.follow(names, wire.Notice("leave", ["carol"], 0, "quit")),
+                         ["robert"])
+        folded = wire.Notice("join", ["a", "b", "c"], 97, "")
+        self.assertEqual(clusterdata.follow(names, folded), names)     # the heartbeat tells
+        self.assertEqual(clusterdata.follow(names, None), names)
 
     def test_a_claim_covers_every_key_of_the_name(self):
         keys, args = clusterdata.Keys("p:", "n1").claim(7, "Alice")
