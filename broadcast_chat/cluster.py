@@ -21,9 +21,10 @@ server.
 While Redis cannot be reached, this server's room goes on alone: events
 are shown here without ids and sent on when Redis answers again (a
 sequence number per server keeps the script from appending one twice),
-names are checked here only. Three connections: the publisher's, the
-reader's (blocked in XREAD) and one for everything else, each its own
-thread's but the last, which takes control_lock.
+names are checked here only. Three connections: the publisher's (taken
+with publish_lock, by the publisher thread or a sender's reader), the
+reader's (its thread's alone, blocked in XREAD) and the control one
+(control_lock: presence, names, /who, whispers).
 """
 
 import collections
@@ -87,8 +88,8 @@ class Cluster:
         self.node = node or node_name()
         self.presence_ttl = presence_ttl
         self.heartbeat = presence_ttl / self.heartbeats
-        self.url = "%s://%s:%d/%d" % ("rediss" if address.tls else "redis", address.host,
-                                      address.port, address.db)
+        self.url = "%s://%s/%d" % ("rediss" if address.tls else "redis",
+                                   resp.describe(address), address.db)
         self.keys = Keys(prefix, self.node)
         # Guarded by lock (the room's):
         self.state = DOWN
@@ -123,10 +124,6 @@ class Cluster:
         self.room.cluster = self
         for thread in self.threads:
             thread.start()
-
-    @property
-    def up(self) -> bool:
-        return self.state == UP
 
     # -- the room's events (called under the room's lock) -------------------
 
