@@ -62,6 +62,11 @@ STARTED = []        # every process this started, stopped in main()'s finally
 PROBLEM = re.compile(r"^\S+ \S+ (error|refuse)\b|Traceback|Exception|too slow", re.I)
 
 
+def command_line(args):
+    """args as a shell would take them (shlex.join is new in 3.8)."""
+    return " ".join(shlex.quote(str(arg)) for arg in args)
+
+
 def stop_processes(procs, grace=5):
     """SIGTERM to all at once (a server leaving a cluster takes a while),
     then wait for each; SIGKILL for one still there after grace seconds."""
@@ -235,8 +240,8 @@ class Setup:
         return {n.name: n.problems() for n in self.nodes}
 
     def commands(self):
-        out = ([shlex.join(self.redis.cmd)] if self.redis else [])
-        return out + [shlex.join(n.cmd) for n in self.nodes]
+        out = ([command_line(self.redis.cmd)] if self.redis else [])
+        return out + [command_line(n.cmd) for n in self.nodes]
 
     def stop(self):
         stop_processes([n.proc for n in self.nodes])
@@ -343,7 +348,7 @@ def main(argv=None):
     echo("Broadcast Chat cluster benchmark: %d CPUs, Python %s, RLIMIT_NOFILE %d, %d nodes"
          % (os.cpu_count() or 0, sys.version.split()[0], nofile, n))
     echo("redis: %s" % version)
-    echo("command: %s" % shlex.join([sys.executable] + sys.argv))
+    echo("command: %s" % command_line([sys.executable] + sys.argv))
     echo("settings: clients %d, senders %d, flat %.1f s, paced %g lines/s per sender for %.1f s, "
          "many %d per server, checking clients %d, receiver workers %d"
          % (clients, senders, flat_duration, args.rate, duration, per_node, args.check, procs))

@@ -230,6 +230,10 @@ class WsPeer:
         self.close_code = None      # type: Optional[int]
         self.frames = []            # type: List[Tuple[int, bytes]]
         self.closed = False
+        # Frames may have come in the same read as the handshake's answer
+        # (the hello object does, often): they are read now, not after
+        # the next recv(), which may never come.
+        self.take_frames()
 
     def send_frame(self, opcode: int, payload: bytes, fin: bool = True) -> None:
         mask = os.urandom(4)
@@ -257,6 +261,11 @@ class WsPeer:
             self.closed = True
             return False
         self.buffer += data
+        self.take_frames()
+        return True
+
+    def take_frames(self) -> None:
+        """Parse the whole frames in the buffer."""
         while len(self.buffer) >= 2:
             length = self.buffer[1] & 0x7F
             need = 2 + (2 if length == 126 else 8 if length == 127 else 0)
@@ -276,7 +285,6 @@ class WsPeer:
                         self.objects.append(json.loads(line))
             elif opcode == websocket.Opcode.CLOSE:
                 self.close_code = struct.unpack("!H", payload[:2])[0] if payload else 1005
-        return True
 
     def expect(self, timeout: float = TIMEOUT, **fields: object) -> Dict:
         """The next object (from .position on) with these fields."""
