@@ -5,6 +5,7 @@ owners as class attributes."""
 import argparse
 import os
 import re
+import socket
 from typing import List, Optional
 
 from . import __version__, resp
@@ -45,7 +46,8 @@ class ServerConfig:
         other server given the same; redis_password_file: Redis's password
         is its first line (or REDIS_PASSWORD); node: this server's name
         among them (default: host, process and a random part);
-        presence_ttl: seconds after which a server not heard of is gone.
+        presence_ttl: seconds after which a server not heard of is gone;
+        processes: servers started on this port by this command (0: one per CPU).
     """
 
     def __init__(self, host: str = DEFAULT_HOST, port: int = DEFAULT_PORT,
@@ -59,7 +61,8 @@ class ServerConfig:
                  history_file: Optional[str] = None, name_grace: float = 120.0,
                  allow_origins: Optional[List[str]] = None, redis: Optional[str] = None,
                  redis_password_file: Optional[str] = None,
-                 node: Optional[str] = None, presence_ttl: float = 5.0) -> None:
+                 node: Optional[str] = None, presence_ttl: float = 5.0,
+                 processes: int = 1) -> None:
         self.host = host
         self.port = port
         self.clients_file = clients_file
@@ -85,12 +88,13 @@ class ServerConfig:
         self.redis_password_file = redis_password_file
         self.node = node
         self.presence_ttl = presence_ttl
+        self.processes = processes if processes else (os.cpu_count() or 1)
 
     OPTIONS = ("host", "port", "clients_file", "clients_file_interval", "max_clients",
                "max_per_address", "queue_limit", "rate_limit", "burst", "max_line",
                "idle_timeout", "tls_cert", "tls_key", "password_file", "history",
                "history_keep", "history_max_age", "history_file", "name_grace", "allow_origins",
-               "redis", "redis_password_file", "node", "presence_ttl")
+               "redis", "redis_password_file", "node", "presence_ttl", "processes")
 
     @classmethod
     def from_args(cls, options: argparse.Namespace) -> "ServerConfig":
@@ -134,8 +138,13 @@ class ServerConfig:
             if self.history_file:
                 return ("--history-file and --redis do not go together: with Redis the "
                         "history is kept there, for every server")
-        elif self.redis_password_file or self.node:
-            return "--redis-password-file and --node need --redis"
+        elif self.redis_password_file or self.node or self.processes != 1:
+            return "--redis-password-file, --node and --processes need --redis"
+        if not 1 <= self.processes <= 64:
+            return "--processes must be from 0 (one per CPU) to 64"
+        if self.processes > 1 and not hasattr(socket, "SO_REUSEPORT"):
+            return ("--processes needs SO_REUSEPORT (Linux, macOS, BSD), which this platform "
+                    "lacks: start each server by itself, on a port of its own")
         if not 0.5 <= self.presence_ttl <= 600:
             return "--presence-ttl must be from 0.5 to 600 seconds"
         if self.node is not None and not NODE.match(self.node):
@@ -206,6 +215,9 @@ def add_server_options(parser: argparse.ArgumentParser) -> None:
                         help="Redis's password: the first line of FILE (or set REDIS_PASSWORD)")
     parser.add_argument("--node", metavar="NAME",
                         help="this server's name among the others (default: host and process)")
+    parser.add_argument("--processes", type=int, default=default.processes, metavar="N",
+                        help="with --redis: start N servers on this port, one per core "
+                             "(0: one per CPU; default %(default)s)")
     # Hidden: how soon a server killed outright is taken for gone; tests shorten it.
     parser.add_argument("--presence-ttl", type=float, default=default.presence_ttl,
                         help=argparse.SUPPRESS)

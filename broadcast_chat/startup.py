@@ -1,9 +1,11 @@
 """Starting the server from the command line, and stopping it on a signal."""
 
 import errno
+import os
 import signal
 import socket
 import ssl
+import subprocess
 import sys
 from typing import List, Optional
 
@@ -65,10 +67,41 @@ def _raise_stop(signum, frame) -> None:
 
 
 def main(argv: Optional[List[str]] = None, prog: Optional[str] = None) -> int:
-    return run(ServerConfig.from_args(parse_server_args(argv, prog)))
+    argv = sys.argv[1:] if argv is None else argv
+    return run(ServerConfig.from_args(parse_server_args(argv, prog)), argv)
 
 
-def run(config: ServerConfig) -> int:
+def start_more(config: ServerConfig, argv: List[str], port: int) -> List[subprocess.Popen]:
+    """The other servers of --processes N: the same options on the same
+    port (SO_REUSEPORT), each with its own clients file and node name."""
+    root = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+    boot = ("import sys; sys.path.insert(0, %r); from broadcast_chat.startup import main; "
+            "sys.exit(main(sys.argv[1:]))" % root)
+    base, extension = os.path.splitext(config.clients_file)
+    children = []
+    for number in range(2, config.processes + 1):
+        extra = ["--processes", "1", "--port", str(port),
+                 "--clients-file", "%s-%d%s" % (base, number, extension)]
+        if config.node:
+            extra += ["--node", "%s-%d" % (config.node, number)]
+        children.append(subprocess.Popen([sys.executable, "-c", boot] + argv + extra,
+                                         stdin=subprocess.DEVNULL))
+    return children
+
+
+def stop_all(children: List[subprocess.Popen]) -> None:
+    for child in children:
+        if child.poll() is None:
+            child.terminate()
+    for child in children:
+        try:
+            child.wait(10)
+        except subprocess.TimeoutExpired:
+            child.kill()
+            child.wait()
+
+
+def run(config: ServerConfig, argv: Optional[List[str]] = None) -> int:
     problem = config.problem()
     if problem:
         print("server.py: error: " + problem, file=sys.stderr)
@@ -112,6 +145,7 @@ def run(config: ServerConfig) -> int:
                                        if hasattr(signal, name)]
     for signum in stop_signals:
         signal.signal(signum, _raise_stop)
+    children = []   # type: List[subprocess.Popen]
     try:
         server.start()
         # One write a line: the log thread may write between two (a
@@ -122,6 +156,8 @@ def run(config: ServerConfig) -> int:
             if reachable:
                 say_line("Others connect to: %s" % ", ".join(
                     format_address((address, port)) for address in reachable))
+        if config.processes > 1:
+            children = start_more(config, list(argv or []), port)
         server.serve_forever(poll_interval=0.5)
     except KeyboardInterrupt:
         if sys.stdout.isatty():
@@ -131,6 +167,7 @@ def run(config: ServerConfig) -> int:
     finally:
         for signum in stop_signals + [signal.SIGINT]:
             signal.signal(signum, signal.SIG_IGN)
+        stop_all(children)
         server.close()
         log("stop", "server stopped")
         log.close()

@@ -9,6 +9,7 @@ import json
 import os
 import re
 import signal
+import socket
 import threading
 import unittest
 
@@ -248,6 +249,31 @@ class FaultTest(ClusterCase):
         for peer in peers[1:]:
             peer.expect(r"<p0> to all$")
 
+    @unittest.skipUnless(hasattr(socket, "SO_REUSEPORT"), "--processes needs SO_REUSEPORT")
+    def test_one_command_starts_a_server_per_process_on_one_port(self):
+        server = ServerProcess("--redis", self.redis.url, "--node", "p", "--processes", "2",
+                               "--presence-ttl", "1").start()
+        self.addCleanup(server.__exit__)
+        wait_until(lambda: all("joined the cluster as %s\n" % name in server.log.text()
+                               for name in ("p", "p-2")), message="both servers join")
+        second = os.path.join(server.folder, "clients-2.json")
+
+        def members():
+            try:
+                with open(second) as handle:
+                    return len(server.clients()) + len(json.load(handle))
+            except (OSError, ValueError, TypeError):
+                return -1
+        peers = [self.peer(server, "u%d" % n) for n in range(6)]   # the kernel spreads them
+        wait_until(lambda: members() == 6, message="6 members in the two clients files")
+        peers[0].send("to everyone")
+        for peer in peers[1:]:
+            peer.expect(r"<u0> to everyone$")
+        self.assertEqual(server.stop(), 0)      # and the other with it
+        redis = self.redis.client()
+        wait_until(lambda: redis.call("SMEMBERS", "broadcast:nodes") == [],
+                   message="both servers gone from Redis")
+
     def test_redis_restarted_mid_traffic_the_rooms_go_on_and_join_again(self):
         a, b = self.node("a"), self.node("b")
         alice, carol = self.peer(a, "alice"), self.peer(a, "carol")
@@ -290,7 +316,9 @@ class FaultTest(ClusterCase):
                 (["--redis", "http://x"], r"--redis: the scheme must be redis:// or rediss://"),
                 (["--redis", "redis://127.0.0.1:1/0", "--history-file", "h.db"],
                  r"--history-file and --redis do not go together"),
-                (["--node", "a"], r"--redis-password-file and --node need --redis"),
+                (["--node", "a"], r"--redis-password-file, --node and --processes need --redis"),
+                (["--redis", "redis://127.0.0.1:1/0", "--processes", "65"],
+                 r"--processes must be from 0 \(one per CPU\) to 64"),
                 (["--redis", "redis://127.0.0.1:1/0", "--node", "a|b"], r"--node a\|b: use")):
             done = run_server(*args)
             self.assertEqual(done.returncode, 2, done.stderr)
