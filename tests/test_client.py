@@ -123,10 +123,7 @@ class PipeClientTest(ClientTestCase):
 
     def test_lost_connection_exits_1_even_with_input_still_open(self):
         if WINDOWS and winproc.under_wine():
-            # Seen once in four runs of the Windows leg: the client saw no end
-            # of the killed server's connection within 10 s. Not understood
-            # yet (wineserver closing a killed process's sockets late?).
-            self.skipTest("under Wine a killed server's connection does not always end at once")
+            self.skipTest(winproc.KILLED_SOCKET_LINGERS)
         bob = self.peer("bob")
         client = self.start_client("--name", "bot")
         bob.expect(r"-- bot joined$")
