@@ -228,6 +228,13 @@ class ServerProcess:
     def clients(self) -> object:
         return read_clients_file(self.clients_file)
 
+    def wait_names(self, names: List[str], timeout: float = TIMEOUT) -> list:
+        """Wait until clients.json holds exactly these names, in any order (a
+        connection not yet named is a None among them)."""
+        want = sorted(names, key=str)
+        return self.wait_clients(lambda r: sorted((x["name"] for x in r), key=str) == want,
+                                 timeout, "the names %s in clients.json" % want)
+
     def wait_clients(self, predicate: Callable[[list], bool], timeout: float = TIMEOUT,
                      message: str = "clients.json") -> list:
         """Wait until clients.json holds a list for which predicate is true."""

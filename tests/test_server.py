@@ -583,11 +583,10 @@ class ClientsFileTest(RoomTestCase):
 
     def test_follows_renames_and_leaves(self):
         alice, bob = self.room("alice", "bob")
-        self.server.wait_clients(lambda r: sorted(x["name"] for x in r) == ["alice", "bob"])
+        self.server.wait_names(["alice", "bob"])
         alice.send("/nick alicia")
         alice.expect("now known as alicia")
-        self.server.wait_clients(lambda r: sorted(x["name"] for x in r) == ["alicia", "bob"],
-                                 timeout=2)
+        self.server.wait_names(["alicia", "bob"], timeout=2)
         bob.close()
         self.server.wait_clients(lambda r: [x["name"] for x in r] == ["alicia"], timeout=2)
 
@@ -596,8 +595,7 @@ class ClientsFileTest(RoomTestCase):
         alice = self.peer("alice", server=server)
         server.wait_clients(lambda r: [x["name"] for x in r] == ["alice"], timeout=1.5)
         bob = self.peer("bob", server=server)
-        server.wait_clients(lambda r: sorted(x["name"] for x in r) == ["alice", "bob"],
-                            timeout=1.5)
+        server.wait_names(["alice", "bob"], timeout=1.5)
         alice.close()
         server.wait_clients(lambda r: [x["name"] for x in r] == ["bob"], timeout=1.5)
         bob.close()
@@ -677,7 +675,7 @@ class ClientsFileTest(RoomTestCase):
         bob.expect(r"<alicia> still here$")
         os.rmdir(self.server.clients_file)
         self.server.log.expect(r" info \S+clients\.json is written again$")
-        self.server.wait_clients(lambda r: sorted(x["name"] for x in r) == ["alicia", "bob"])
+        self.server.wait_names(["alicia", "bob"])
 
 
 @needs_posix_signals
