@@ -27,6 +27,12 @@ def find_redraw(readline) -> Optional[Callable[[str], None]]:
     draws nothing while readline thinks the line is still on screen. None
     without GNU readline (libedit, Windows): then the line is drawn again by
     hand and the cursor ends after it.
+
+    Known flaw: the reader thread calls it while the main thread may be in
+    readline handling a key (CPython's readline loop runs without the GIL),
+    so a key typed at that moment can leave the line drawn in pieces until
+    the next redraw. The cure is to run both on one thread (readline's
+    callback interface, with the socket beside the keys in one select()).
     """
     if readline is None or "libedit" in (getattr(readline, "__doc__", "") or ""):
         return None

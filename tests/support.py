@@ -545,6 +545,60 @@ def cursor_column(screen: str) -> int:
     return column + len(line[position:])
 
 
+_CONTROL = re.compile(r"\r|\n|\x07|\x1b[=>]|\x1b\[(\??)(\d*)([A-Za-z])")
+
+
+def render(output: str, width: int = 200) -> List[str]:
+    """The lines a terminal width columns wide shows after output, its
+    scrollback included: enough of one for what the client writes (CR, LF,
+    cursor up and forward, erase line and below; colours, modes and the
+    bell are no text). Fails on any other sequence and on text past the
+    last column, so that a test never passes on a screen it misread."""
+    lines = [[]]    # type: List[List[str]]
+    row = column = 0
+
+    def write(text: str) -> None:
+        nonlocal column
+        line = lines[row]
+        for ch in text:
+            if column >= width:
+                raise AssertionError("wrote past column %d: %r" % (width - 1, output[-500:]))
+            line.extend(" " * (column + 1 - len(line)))
+            line[column] = ch
+            column += 1
+    position = 0
+    for match in _CONTROL.finditer(output):
+        write(output[position:match.start()])
+        position = match.end()
+        code = match.group(0)
+        private, number, final = match.group(1), match.group(2), match.group(3)
+        count = int(number or 1)
+        if code == "\r":
+            column = 0
+        elif code == "\n":
+            row += 1
+            if row == len(lines):
+                lines.append([])
+        elif final is None or final == "m" or private:
+            pass    # the bell, keypad modes, colours, private modes
+        elif final == "A":
+            row = max(0, row - count)
+        elif final == "C":
+            column += count
+        elif final == "K":
+            if number == "2":
+                lines[row] = []
+            else:
+                del lines[row][column:]
+        elif final == "J" and not number:
+            del lines[row][column:]
+            del lines[row + 1:]
+        else:
+            raise AssertionError("unexpected sequence %r in %r" % (code, output[-500:]))
+    write(output[position:])
+    return ["".join(line).rstrip() for line in lines]
+
+
 class TerminalClient:
     """`client.py` on a pseudo-terminal: type into it, expect on its screen."""
 
@@ -621,6 +675,10 @@ class TerminalClient:
     def text(self) -> str:
         with self.cond:
             return self.output.decode("utf-8", "replace")
+
+    def screen(self) -> List[str]:
+        """The lines shown now, scrollback included (render())."""
+        return render(self.text())
 
     def expect(self, pattern: str, timeout: float = TIMEOUT):
         """Wait for pattern in the output after the last match; return the match."""

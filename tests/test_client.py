@@ -418,11 +418,15 @@ class TerminalClientTest(ClientTestCase):
         # (The next prompt may be drawn before the echo comes, or after.)
         tty.expect(r"tty> /me waves\r\n\r?\x1b\[1A\r\x1b\[J(tty> \r\x1b\[2K)?"
                    r"\d\d:\d\d \* tty waves\r\n(?=tty> )")
-        tty.wait_reading()      # and the prompt drawn after the echo: see joined()
         tty.type("hello all\r")
-        tty.expect(r"tty> hello all\r\n\r?\x1b\[1A\r\x1b\[J(tty> \r\x1b\[2K)?"
-                   r"\d\d:\d\d <tty> hello all\r\n")
-        self.assertNotRegex(tty.text(), r"tty> /me waves\r\n\d")
+        # What the screen shows, not the bytes: keys typed while the reader
+        # thread draws the prompt again can make readline draw the line in
+        # other steps (terminal.find_redraw's known flaw; 2 suite runs in
+        # about 10 beside another).
+        tty.expect(r"\d\d:\d\d <tty> hello all\r\n(?=tty> )")
+        wait_until(lambda: tty.screen()[-1] == "tty>", message="the prompt after the echo")
+        self.assertRegex("\n".join(tty.screen()[-3:]),
+                         r"^\d\d:\d\d \* tty waves\n\d\d:\d\d <tty> hello all\ntty>$")
 
     def test_joining_is_one_line_that_names_who_is_here(self):
         bob = self.peer("bob")
