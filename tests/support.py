@@ -545,13 +545,13 @@ def cursor_column(screen: str) -> int:
     return column + len(line[position:])
 
 
-_CONTROL = re.compile(r"\r|\n|\x07|\x1b[=>]|\x1b\[(\??)(\d*)([A-Za-z])")
+_SCREEN_CONTROL = re.compile(r"\r|\n|\x07|\x08|\x1b[=>]|\x1b\[(\??)(\d*)([A-Za-z])")
 
 
 def render(output: str, width: int = 200) -> List[str]:
     """The lines a terminal width columns wide shows after output, its
     scrollback included: enough of one for what the client writes (CR, LF,
-    cursor up and forward, erase line and below; colours, modes and the
+    cursor up, forward, back and to a column, erase line and below; colours, modes and the
     bell are no text). Fails on any other sequence and on text past the
     last column, so that a test never passes on a screen it misread."""
     lines = [[]]    # type: List[List[str]]
@@ -559,6 +559,8 @@ def render(output: str, width: int = 200) -> List[str]:
 
     def write(text: str) -> None:
         nonlocal column
+        if "\x1b" in text:
+            raise AssertionError("unexpected sequence in %r" % text)
         line = lines[row]
         for ch in text:
             if column >= width:
@@ -567,7 +569,7 @@ def render(output: str, width: int = 200) -> List[str]:
             line[column] = ch
             column += 1
     position = 0
-    for match in _CONTROL.finditer(output):
+    for match in _SCREEN_CONTROL.finditer(output):
         write(output[position:match.start()])
         position = match.end()
         code = match.group(0)
@@ -575,6 +577,8 @@ def render(output: str, width: int = 200) -> List[str]:
         count = int(number or 1)
         if code == "\r":
             column = 0
+        elif code == "\x08":
+            column = max(0, column - 1)
         elif code == "\n":
             row += 1
             if row == len(lines):
@@ -585,6 +589,10 @@ def render(output: str, width: int = 200) -> List[str]:
             row = max(0, row - count)
         elif final == "C":
             column += count
+        elif final == "D":
+            column = max(0, column - count)
+        elif final == "G":
+            column = count - 1
         elif final == "K":
             if number == "2":
                 lines[row] = []
