@@ -49,7 +49,7 @@ HERE = os.path.dirname(os.path.abspath(__file__))
 sys.path.insert(0, HERE)
 from fanout import (HOST, QUEUE_LIMIT, SERVER, Target, describe_fanout, fmt,  # noqa: E402
                     free_port, gen_note, load_average, proc_cpu, proc_mem, raise_file_limit,
-                    ratio, run_fanout, run_many, spoiled)
+                    ratio, run_fanout, run_many, show_summary, spoiled)
 
 REDIS_SERVER = shutil.which("redis-server")
 # Seconds between the last client's welcome and the SYNC lines: a server
@@ -505,12 +505,7 @@ def main(argv=None):
         echo("  [%s] %d lines%s" % (where, len(lines), ", the first 5:" if len(lines) > 5 else ":"))
         for line in lines[:5]:
             echo("    " + line)
-    echo("\n== summary ==")
-    table.show()
-    echo("load average at end: %s" % load_average())
-    echo("\nbusiest generator process: %.0f%% of a core (%s)%s" % (
-        gen_worst * 100, gen_where or "-",
-        "  -- SATURATED, that run's figures are a lower bound" if gen_worst > 0.9 else ""))
+    show_summary(echo, table, gen_worst, gen_where)
     if saturated:
         echo("a server or redis-server saturated a core in: %s (expected flat out: the "
              "servers are the bottleneck there)" % "; ".join(saturated))

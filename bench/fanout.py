@@ -1221,6 +1221,16 @@ def describe_fanout(res, echo):
     echo("  [%s] %s" % (res["target"], gen_note(res["gen_cpu"])[0]))
 
 
+def show_summary(echo, table, gen_worst: float, gen_where: str) -> None:
+    """The summary table, the load, and how busy the busiest generator process was."""
+    echo("\n== summary ==")
+    table.show()
+    echo("load average at end: %s" % load_average())
+    echo("\nbusiest generator process: %.0f%% of a core (%s)%s" % (
+        gen_worst * 100, gen_where or "-",
+        "  -- SATURATED, that run's figures are a lower bound" if gen_worst > 0.9 else ""))
+
+
 def main(argv=None):
     ap = argparse.ArgumentParser(prog="fanout.py", description=__doc__.split("\n")[0])
     ap.add_argument("--quick", action="store_true", help="a smoke run: few clients, about a second each")
@@ -1426,12 +1436,7 @@ def main(argv=None):
             report.row("churn", "clients.json [] after", ("yes" if o.get("clients_json_empty") else "NO") if o else None)
     finally:
         shutil.rmtree(tmpdir, ignore_errors=True)
-    echo("\n== summary ==")
-    report.show()
-    echo("load average at end: %s" % load_average())
-    echo("\nbusiest generator process: %.0f%% of a core (%s)%s" % (
-        gen_worst * 100, gen_where or "-",
-        "  -- SATURATED, that run's figures are a lower bound" if gen_worst > 0.9 else ""))
+    show_summary(echo, report, gen_worst, gen_where)
     if args.json:
         with open(args.json, "w") as f:
             json.dump(results, f, indent=1, default=str)

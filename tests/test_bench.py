@@ -13,21 +13,26 @@ BENCH = os.path.join(ROOT, "bench", "fanout.py")
 CLUSTER_BENCH = os.path.join(ROOT, "bench", "cluster.py")
 
 
+def run_bench(test: unittest.TestCase, script: str, *args: str):
+    """Run a benchmark with its --json file: (the results, what it printed),
+    having checked that it succeeded and said that protection is off."""
+    with tempfile.TemporaryDirectory() as tmp:
+        out = os.path.join(tmp, "results.json")
+        proc = subprocess.run([sys.executable, script] + list(args) + ["--json", out],
+                              stdout=subprocess.PIPE, stderr=subprocess.STDOUT, timeout=60)
+        text = proc.stdout.decode("utf-8", "replace")
+        test.assertEqual(proc.returncode, 0, text)
+        test.assertIn("PROTECTION IS OFF", text)
+        with open(out) as f:
+            return json.load(f), text
+
+
 @unittest.skipIf(sys.platform == "win32", "bench/fanout.py's workers select() on multiprocessing "
                  "pipes, which Windows' select() cannot watch (bench/platforms.py runs there)")
 class BenchSmokeTest(unittest.TestCase):
 
     def test_quick_run_reports_zero_loss(self):
-        with tempfile.TemporaryDirectory() as tmp:
-            out = os.path.join(tmp, "results.json")
-            proc = subprocess.run(
-                [sys.executable, BENCH, "--quick", "--no-ncat", "--json", out],
-                stdout=subprocess.PIPE, stderr=subprocess.STDOUT, timeout=60)
-            text = proc.stdout.decode("utf-8", "replace")
-            self.assertEqual(proc.returncode, 0, text)
-            self.assertIn("PROTECTION IS OFF", text)
-            with open(out) as f:
-                results = json.load(f)
+        results, text = run_bench(self, BENCH, "--quick", "--no-ncat")
         for scenario in ("flat", "paced", "stuck"):
             ours = results[scenario]["ours"]
             self.assertNotIn("error", ours, text)
@@ -51,16 +56,7 @@ class BenchSmokeTest(unittest.TestCase):
 class ClusterBenchSmokeTest(unittest.TestCase):
 
     def test_quick_run_reports_zero_loss(self):
-        with tempfile.TemporaryDirectory() as tmp:
-            out = os.path.join(tmp, "results.json")
-            proc = subprocess.run(
-                [sys.executable, CLUSTER_BENCH, "--quick", "--scenario", "flat", "--json", out],
-                stdout=subprocess.PIPE, stderr=subprocess.STDOUT, timeout=60)
-            text = proc.stdout.decode("utf-8", "replace")
-            self.assertEqual(proc.returncode, 0, text)
-            self.assertIn("PROTECTION IS OFF", text)
-            with open(out) as f:
-                results = json.load(f)
+        results, text = run_bench(self, CLUSTER_BENCH, "--quick", "--scenario", "flat")
         for scenario in ("flat",):     # (paced, in the full run, measures; it checks the same)
             setups = [k for k in results[scenario] if k != "redis_hop_p99_ms"]
             self.assertEqual(len(setups), 3, text)      # 1 server, 1 server+redis, 2 servers+redis

@@ -526,7 +526,7 @@ class SlowHttpTest(ServerTestCase):
         # order; and the last probe's thread may not yet have given its slot
         # back when it has seen the response end.
         answer = b""
-        for held in range(1, 13):
+        for _ in range(12):
             sock = socket.create_connection(("127.0.0.1", self.server.port), timeout=TIMEOUT)
             self.addCleanup(sock.close)
             sock.sendall(b"GET / HTTP/1.1\r\nHost: 127.0.0.1\r\n")   # and never the end
