@@ -9,10 +9,10 @@ import threading
 import time
 import unittest
 
-from tests.support import (WINDOWS, Peer, ServerTestCase, TerminalClient, needs_posix_signals,
-                           run_server, wait_until)
+from tests.support import (TIMEOUT, WINDOWS, Peer, ServerTestCase, TerminalClient,
+                           needs_posix_signals, run_server, wait_until)
 
-from broadcast_chat.connection import Connection, StreamPosition
+from broadcast_chat.connection import ChatError, Connection, StreamPosition
 
 
 class Resumer:
@@ -128,6 +128,7 @@ class HistoryFileServerTest(ServerTestCase):
         self.addCleanup(conn.close)
         self.assertEqual(conn.register("bob", lambda got: position.see(got),
                                        position=position), "bob")
+        conn.sock.settimeout(TIMEOUT)
         alice.send("before the restart")
         wait_until(lambda: (lambda got: position.see(got) and got.get("text") ==
                             "before the restart")(conn.read()), message="bob hears alice")
@@ -147,6 +148,9 @@ class HistoryFileServerTest(ServerTestCase):
         carol.expect(r"-- end of earlier messages$")
         carol.send("while bob is away")
         squatter = self.peer("bob", second)        # takes bob's name meanwhile
+        # Once someone has heard carol's line, the room has ordered it, and
+        # bob's resume has it to replay (else it comes live, after "resumed").
+        squatter.expect(r"<carol> while bob is away$")
         got = []
         again = Connection("127.0.0.1", second.port)
         self.addCleanup(again.close)
@@ -154,9 +158,15 @@ class HistoryFileServerTest(ServerTestCase):
         self.assertEqual(position.token is not None and position.token != token, True)
         squatter.expect(r"!! your name bob was taken back by its owner, who reconnected; "
                         r"you are now guest-\d+")
+        again.sock.settimeout(TIMEOUT)      # a read that waits longer fails, with what came
         replay = []
-        while not any(isinstance(o, dict) and o.get("code") == "history_end" for o in replay):
-            replay.append(again.read())
+        try:
+            while not any(isinstance(o, dict) and o.get("code") == "history_end" for o in replay):
+                replay.append(again.read())
+                self.assertIsNotNone(replay[-1], "the server closed the connection")
+        except (ChatError, AssertionError) as exc:
+            raise AssertionError("no end of the replay: %s; joining: %r; then: %r; server: %s"
+                                 % (exc, got, replay, second.errors.text()[-2000:]))
         resumed = [o for o in got + replay if o.get("code") == "resumed"][0]
         self.assertEqual(resumed["missed"], 0)
         events = [o for o in replay if o.get("type") == "event"]
