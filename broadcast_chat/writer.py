@@ -368,11 +368,16 @@ class Writer(threading.Thread):
                 queue.unsent = []
                 return "TLS error"
         wire = queue.unsent + pieces if queue.unsent else pieces
-        size = sum(len(piece) for piece in wire)
+        # One piece (a line to each member of a quiet room) is the common
+        # case: it goes out with send(), without building a vector.
+        single = len(wire) == 1
+        size = len(wire[0]) if single else sum(map(len, wire))
         if not size:
             return None
         try:
-            if self.has_sendmsg:
+            if single:
+                sent = queue.sock.send(wire[0])
+            elif self.has_sendmsg:
                 sent = queue.sock.sendmsg(wire)
             else:
                 sent = queue.sock.send(b"".join(wire))
