@@ -11,7 +11,9 @@ together.
 
 A unit is one test, or a whole class when the class or its module has
 fixtures (setUpClass, setUpModule): those run once per unit. Tests unittest
-made itself (an import error) run here.
+made itself (an import error) run here. A unit that takes more than
+BROADCAST_TEST_UNIT_TIMEOUT seconds (300) ends its worker with the
+tracebacks of all its threads: a hung test fails, it does not hang the run.
 
 The protocol is JSON, one object a line: the runner writes a unit (a list
 of test ids) to a worker's stdin; the worker writes events on its original
@@ -19,6 +21,7 @@ stdout (what the tests print goes to stderr) and {"done": true} after each
 unit; an empty line ends it.
 """
 
+import faulthandler
 import json
 import os
 import queue
@@ -68,6 +71,14 @@ def jobs_wanted() -> int:
         except ValueError:
             raise SystemExit("BROADCAST_TEST_JOBS must be a number of processes, not %r" % text)
     return min(8, 2 * (os.cpu_count() or 1))
+
+
+def unit_timeout() -> float:
+    """Seconds a worker may spend on one unit (BROADCAST_TEST_UNIT_TIMEOUT)."""
+    try:
+        return float(os.environ.get("BROADCAST_TEST_UNIT_TIMEOUT", "") or 300)
+    except ValueError:
+        return 300.0
 
 
 def flatten(suite) -> List[unittest.TestCase]:
@@ -128,27 +139,37 @@ def runs_here(test) -> bool:
 class Worker:
     """One worker process and the thread that reads its events."""
 
-    def __init__(self, number: int, events: "queue.Queue") -> None:
+    def __init__(self, number: int, events: "queue.Queue", stderr=None) -> None:
         self.number = number
+        self.stderr = stderr
         self.proc = subprocess.Popen(
             [sys.executable, "-m", "tests.parallel"], cwd=ROOT,
-            stdin=subprocess.PIPE, stdout=subprocess.PIPE)
+            stdin=subprocess.PIPE, stdout=subprocess.PIPE, stderr=stderr)
         self.unit = None        # type: Optional[List[unittest.TestCase]]
         self.reader = threading.Thread(target=self._read, args=(events,), daemon=True)
         self.reader.start()
 
     def _read(self, events: "queue.Queue") -> None:
-        for line in self.proc.stdout:
-            line = line.strip()
-            if line:
-                events.put((self, json.loads(line.decode("utf-8"))))
-        self.proc.stdout.close()
-        events.put((self, None))
+        """Its events, then None once it has ended (or wrote what is no event)."""
+        try:
+            for line in self.proc.stdout:
+                line = line.strip()
+                if line:
+                    events.put((self, json.loads(line.decode("utf-8"))))
+        except ValueError:
+            self.proc.kill()
+        finally:
+            self.proc.stdout.close()
+            events.put((self, None))
 
     def give(self, unit: List[unittest.TestCase]) -> None:
+        """Its next unit; if it has ended meanwhile, its end reports the unit."""
         self.unit = unit
-        self.proc.stdin.write(json.dumps([test.id() for test in unit]).encode("ascii") + b"\n")
-        self.proc.stdin.flush()
+        try:
+            self.proc.stdin.write(json.dumps([test.id() for test in unit]).encode("ascii") + b"\n")
+            self.proc.stdin.flush()
+        except OSError:
+            pass
 
     def finish(self) -> None:
         """No more units: the worker ends once the one it has is done."""
@@ -168,6 +189,7 @@ class Worker:
 
 class ParallelSuite(unittest.TestSuite):
     jobs = None     # type: Optional[int]   None: jobs_wanted()
+    worker_stderr = None    # where the workers' stderr goes; None: this process's
 
     def run(self, result, debug: bool = False):
         tests = flatten(self)
@@ -180,9 +202,9 @@ class ParallelSuite(unittest.TestSuite):
             unittest.TestSuite(here).run(result)
         by_id = {test.id(): test for unit in units for test in unit}
         events = queue.Queue()      # type: queue.Queue
-        workers = [Worker(n, events) for n in range(min(jobs, len(units)))]
+        workers = [Worker(n, events, self.worker_stderr) for n in range(min(jobs, len(units)))]
         pending = list(reversed(units))
-        running = {}    # type: Dict[Worker, dict]   per worker: the test under way, its events
+        running = {}    # type: Dict[Worker, dict]   per worker: its test's events, the ids done
         try:
             for worker in workers:
                 worker.give(pending.pop())
@@ -195,7 +217,7 @@ class ParallelSuite(unittest.TestSuite):
                         self._lost(result, worker, state)
                         del running[worker]
                         if pending and not result.shouldStop:
-                            fresh = Worker(worker.number, events)
+                            fresh = Worker(worker.number, events, worker.stderr)
                             workers.append(fresh)
                             fresh.give(pending.pop())
                             running[fresh] = {"events": [], "done": set()}
@@ -237,7 +259,9 @@ class ParallelSuite(unittest.TestSuite):
     def _lost(result, worker: Worker, state: dict) -> None:
         """A worker ended in the middle of a unit: what did not finish is an error."""
         status = worker.proc.wait()
-        text = "the worker process running it ended (exit status %s)" % status
+        text = ("the worker process running it ended (exit status %s); if the test took "
+                "more than %g s, the tracebacks of its threads are in the output above"
+                % (status, unit_timeout()))
         for test in worker.unit or []:
             if test.id() not in state["done"]:
                 replay(result, test, [{"event": "start"}, {"event": "error", "text": text},
@@ -349,12 +373,17 @@ def work() -> None:
             break
         ids = json.loads(line.decode("ascii"))
         reporter = Reporter(out)
+        # A test that hangs ends its worker, with every thread's traceback
+        # on stderr, instead of holding up the run for good.
+        faulthandler.dump_traceback_later(unit_timeout(), exit=True)
         try:
             suite = unittest.TestSuite(loader.loadTestsFromName(test_id) for test_id in ids)
             suite.run(reporter)
         except Exception:
             reporter.emit(None, event="fixture", id="loading %s" % ", ".join(ids),
                           text=traceback.format_exc())
+        finally:
+            faulthandler.cancel_dump_traceback_later()
         reporter.out.write(b'{"done": true}\n')
         reporter.out.flush()
 

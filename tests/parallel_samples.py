@@ -78,3 +78,11 @@ class SkippedClass(unittest.TestCase):
 
     def test_skipped(self):
         pass
+
+
+class Hang(unittest.TestCase):
+    def test_hangs(self):
+        if not os.environ.get("BROADCAST_TEST_WORKER"):
+            self.skipTest("waits for a long time: only in a worker with a short unit timeout")
+        import threading
+        threading.Event().wait(60)

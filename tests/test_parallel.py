@@ -2,7 +2,10 @@
 fail, skip and crash (tests/parallel_samples.py): what it reports is what
 unittest alone reports."""
 
+import os
+import subprocess
 import unittest
+from unittest import mock
 
 from tests import parallel
 
@@ -11,6 +14,7 @@ def run(names, jobs):
     loader = unittest.TestLoader()
     suite = parallel.ParallelSuite(loader.loadTestsFromName(name) for name in names)
     suite.jobs = jobs
+    suite.worker_stderr = subprocess.DEVNULL    # the samples' tracebacks are no news
     result = unittest.TestResult()
     suite.run(result)
     return result
@@ -59,3 +63,12 @@ class ParallelSuiteTest(unittest.TestCase):
         self.assertEqual(result.testsRun, 2)
         (_, text), = result.errors
         self.assertIn("no_such_module", text)
+
+    def test_a_test_that_hangs_ends_its_worker_after_the_unit_timeout(self):
+        with mock.patch.dict(os.environ, {"BROADCAST_TEST_UNIT_TIMEOUT": "1"}):
+            result = run(["tests.parallel_samples.Hang",
+                          "tests.parallel_samples.Outcomes.test_passes"], 2)
+        self.assertEqual(result.testsRun, 2)
+        (test, text), = result.errors
+        self.assertEqual(test.id(), "tests.parallel_samples.Hang.test_hangs")
+        self.assertIn("more than 1 s", text)
