@@ -3,9 +3,10 @@
 `python3 -m unittest discover -s tests -t .` reaches tests/__init__.py's
 load_tests(), which hands the discovered tests to ParallelSuite: its run()
 starts BROADCAST_TEST_JOBS workers (`python -m tests.parallel`, by default
-two per CPU, at most 8; 1 runs everything here, as unittest would), gives each one unit at a time and replays what the workers report
-into unittest's own result, a test at a time, so the runner's output,
-counts, failfast and exit status are unittest's. Most of a test's time is
+two per CPU, at most 8; 1 runs everything here, as unittest would), gives
+each one unit at a time and replays what the workers report into
+unittest's own result, a test at a time, so the runner's output, counts,
+failfast and exit status are unittest's. Most of a test's time is
 waiting for a server or a client process; beside each other they wait
 together.
 
@@ -28,7 +29,6 @@ import queue
 import subprocess
 import sys
 import threading
-import time
 import traceback
 import unittest
 from typing import Dict, List, Optional
@@ -139,8 +139,7 @@ def runs_here(test) -> bool:
 class Worker:
     """One worker process and the thread that reads its events."""
 
-    def __init__(self, number: int, events: "queue.Queue", stderr=None) -> None:
-        self.number = number
+    def __init__(self, events: "queue.Queue", stderr=None) -> None:
         self.stderr = stderr
         self.proc = subprocess.Popen(
             [sys.executable, "-m", "tests.parallel"], cwd=ROOT,
@@ -202,7 +201,7 @@ class ParallelSuite(unittest.TestSuite):
             unittest.TestSuite(here).run(result)
         by_id = {test.id(): test for unit in units for test in unit}
         events = queue.Queue()      # type: queue.Queue
-        workers = [Worker(n, events, self.worker_stderr) for n in range(min(jobs, len(units)))]
+        workers = [Worker(events, self.worker_stderr) for _ in range(min(jobs, len(units)))]
         pending = list(reversed(units))
         running = {}    # type: Dict[Worker, dict]   per worker: its test's events, the ids done
         try:
@@ -217,7 +216,7 @@ class ParallelSuite(unittest.TestSuite):
                         self._lost(result, worker, state)
                         del running[worker]
                         if pending and not result.shouldStop:
-                            fresh = Worker(worker.number, events, worker.stderr)
+                            fresh = Worker(events, worker.stderr)
                             workers.append(fresh)
                             fresh.give(pending.pop())
                             running[fresh] = {"events": [], "done": set()}

@@ -42,8 +42,8 @@ if signal.getsignal(signal.SIGINT) is signal.SIG_IGN:
     signal.signal(signal.SIGINT, signal.default_int_handler)
 
 # With PYTHONDONTWRITEBYTECODE set (these machines set it), every server and
-# client started here would compile the package from source again: that was
-# half of the suite's CPU time. Their bytecode goes to a folder of this run
+# client started here would compile the package from source again, the
+# largest part of the suite's CPU time. Their bytecode goes to a folder of this run
 # instead (PYTHONPYCACHEPREFIX, Python 3.8+), the checkout left as it was;
 # before 3.8 into __pycache__ beside the sources, as Python does by default.
 if (os.environ.pop("PYTHONDONTWRITEBYTECODE", None) is not None and sys.version_info >= (3, 8)
