@@ -102,11 +102,11 @@ def has_fixtures(test: unittest.TestCase) -> bool:
     return False
 
 
-# Modules whose tests take seconds each (a benchmark, real timeouts, a
-# terminal client): handed out first, so that the run does not end waiting
-# for one of them begun last. Only the order depends on this.
-SLOW_FIRST = ("tests.test_bench", "tests.test_attacks", "tests.test_client",
-              "tests.test_cluster", "tests.test_resume")
+# Modules whose units take seconds each (a browser, a benchmark, real
+# timeouts, a terminal client): handed out first, so that the run does not
+# end waiting for one of them begun last. Only the order depends on this.
+SLOW_FIRST = ("tests.test_browser", "tests.test_bench", "tests.test_attacks",
+              "tests.test_client", "tests.test_cluster", "tests.test_resume")
 
 
 def units_of(tests: List[unittest.TestCase]) -> List[List[unittest.TestCase]]:
