@@ -322,7 +322,7 @@ class Reporter(unittest.TestResult):
 
     def startTest(self, test) -> None:
         super().startTest(test)
-        self.emit(test, event="start", id=test.id())
+        self.emit(test, event="start")
 
     def stopTest(self, test) -> None:
         super().stopTest(test)

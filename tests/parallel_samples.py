@@ -4,6 +4,7 @@ Not named test_*.py, so discovery leaves them out; only loaded by name.
 """
 
 import os
+import threading
 import unittest
 
 
@@ -84,5 +85,4 @@ class Hang(unittest.TestCase):
     def test_hangs(self):
         if not os.environ.get("BROADCAST_TEST_WORKER"):
             self.skipTest("waits for a long time: only in a worker with a short unit timeout")
-        import threading
         threading.Event().wait(60)
