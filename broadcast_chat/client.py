@@ -1,5 +1,6 @@
 """The terminal client: a prompt to type at, with a reader thread beside it
-that prints what the others say above the line being typed.
+that receives what the others say; it is shown above the line being typed
+(drawn by the thread at the prompt, between two keys, with GNU readline).
 
 It speaks the server's JSON format (asked for with `/hello json`), so it
 knows every event by its type and code, never by its wording. Without a
@@ -55,7 +56,7 @@ class Client:
         self.unsent = collections.deque()   # type: collections.deque
         self.send_lock = threading.Lock()
         self.print_lock = threading.Lock()
-        self.at_prompt = False  # input() shows the prompt: redraw it after a line
+        self.at_prompt = False  # the prompt is up: a line printed goes above it
         self.transient = False  # the line above the prompt is a status to update in place
         self.pacer = None       # type: Optional[Pacer]  sends what is typed, paced
         self.printed_below = 0  # lines printed since Enter, below the line entered
@@ -76,13 +77,12 @@ class Client:
         self.console = open_console_prompt(self.prompt, out) if self.interactive else None
         self.readline = (terminal.load_readline()
                          if self.interactive and self.console is None else None)
-        self.redraw = terminal.find_redraw(self.readline)
+        # GNU readline: lines printed while the prompt is up go through it.
+        self.line_prompt = (terminal.open_line_prompt(self.readline, self.prompt, out)
+                            if self.readline is not None else None)
         self.memory = RoomMemory()      # names for Tab, the sender for /reply
-        self.prompt_guarded = False     # at_prompt is set once readline drew the prompt
         if self.readline is not None:
             terminal.set_completer(self.readline, self.memory.complete)
-            self.prompt_guarded = self.redraw is not None and terminal.guard_prompt(
-                self.readline, self.print_lock, self.prompt_drawn)
 
     # -- output -------------------------------------------------------------
 
@@ -98,6 +98,9 @@ class Client:
             self.print_line(line)
         if self.bell and display.mentions(got, self.name):
             with self.print_lock:
+                if self.line_prompt is not None and self.at_prompt:
+                    self.line_prompt.above("\a")
+                    return
                 self.out.write("\a")
                 self.out.flush()
 
@@ -117,13 +120,11 @@ class Client:
             if self.console is not None and self.at_prompt:
                 self.console.print_above(text)
                 return
+            if self.line_prompt is not None and self.at_prompt:
+                self.line_prompt.above(text + "\n")    # printed by the thread at the prompt
+                return
             if not (self.interactive and self.at_prompt):
                 write_text(self.out, text + "\n")
-            elif self.redraw is not None:
-                # clear the prompt line, print, and have readline draw it again
-                self.out.write("\r\033[2K" + text + "\n")
-                self.out.flush()
-                self.redraw(self.prompt())
             else:
                 typed = self.readline.get_line_buffer() if self.readline is not None else ""
                 self.out.write("\r\033[2K" + text + "\n" + self.prompt() + typed)
@@ -131,10 +132,6 @@ class Client:
 
     def status(self, text: str, transient: bool = False) -> None:
         self.print_line(display.status_line(text, self.colour), transient)
-
-    def prompt_drawn(self) -> None:
-        """readline drew the prompt (print_lock held): lines go above it from now on."""
-        self.at_prompt = True
 
     def erase_typed(self, text: str) -> None:
         """Take the line just entered off the screen: the server's echo of
@@ -336,7 +333,7 @@ class Client:
         """Send what is typed; True when it was /quit, False at ^D."""
         while not self.reader_done.is_set():
             try:
-                if not self.prompt_guarded:
+                with self.print_lock:
                     self.at_prompt = True
                 text = self.read_typed_line()
             except EOFError:
@@ -349,6 +346,12 @@ class Client:
                     self.at_prompt = False
                     self.transient = False      # Enter moved the screen on
                     self.printed_below = 0
+                    # What came as the line was entered goes below it.
+                    pending = self.line_prompt.take_posted() if self.line_prompt else ""
+                    if pending:
+                        write_text(self.out, pending)
+                        self.out.flush()
+                        self.printed_below = pending.count("\n")
             if text.strip():
                 self.erase_typed(text)
             if self.conn is None and not text.strip():
@@ -364,6 +367,8 @@ class Client:
 
     def read_typed_line(self) -> str:
         """input() at the prompt, or the console's line editor; EOFError at the end."""
+        if self.line_prompt is not None:
+            return self.line_prompt.read_line()
         if self.console is None:
             return input(self.prompt())
         text = self.console.read_line(self.reader_done)

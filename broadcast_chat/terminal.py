@@ -1,9 +1,13 @@
-"""Redrawing the line being typed after a line is printed above it.
+"""The prompt of the terminal client, and lines printed above it.
 
 readline is imported only when an interactive client asks for it: the
 server and the piped client never load it (nor a C library through ctypes).
 """
 
+import collections
+import os
+import select
+import signal
 import sys
 import threading
 from typing import Callable, Optional
@@ -18,38 +22,156 @@ def load_readline():
     return readline
 
 
-def find_redraw(readline) -> Optional[Callable[[str], None]]:
-    """A function that draws the prompt and the half-typed line again on a
-    fresh line, with the cursor where the user left it, or None.
+class LinePrompt:
+    """GNU readline's prompt, run on one thread with what other threads
+    want printed above it.
 
-    That takes GNU readline's rl_set_prompt() and rl_forced_update_display()
-    (through ctypes): the readline module only offers redisplay(), which
-    draws nothing while readline thinks the line is still on screen. None
-    without GNU readline (libedit, Windows): then the line is drawn again by
-    hand and the cursor ends after it.
-
-    Known flaw: the reader thread calls it while the main thread may be in
-    readline handling a key (CPython's readline loop runs without the GIL),
-    so a key typed at that moment can leave the line drawn in pieces until
-    the next redraw. The cure is to run both on one thread (readline's
-    callback interface, with the socket beside the keys in one select()).
+    input() would run readline's key loop without the GIL while the reader
+    thread, printing a line, called into readline to draw the prompt again:
+    two threads in readline at once, and a key typed at that moment could
+    leave the line drawn in pieces. Here readline's callback interface
+    (through ctypes; the readline module keeps Tab and history) runs in a
+    select() over the terminal and a pipe: above() queues text and writes
+    to the pipe, and the thread at the prompt prints it and draws the
+    prompt and the half-typed line again, between two keys.
     """
+
+    def __init__(self, readline, library, prompt: Callable[[], str], out) -> None:
+        import ctypes
+        self.ctypes = ctypes
+        self.readline = readline
+        self.library = library
+        self.prompt = prompt        # called again for each redraw: a rename changes it
+        self.out = out
+        self.posted = collections.deque()   # type: collections.deque
+        self.wake_read, self.wake_write = os.pipe()
+        for fd in (self.wake_read, self.wake_write):
+            os.set_blocking(fd, False)
+        self.line = None            # type: Optional[bytes]
+        self.done = False
+        self.resized = False
+        # Keep a reference: readline holds only the function's address.
+        handler_type = ctypes.CFUNCTYPE(None, ctypes.c_void_p)
+        self.handler = handler_type(self._line_entered)
+        self.free = ctypes.CDLL(None).free
+        self.free.argtypes = [ctypes.c_void_p]
+        library.rl_callback_handler_install.argtypes = [ctypes.c_char_p, handler_type]
+        library.rl_set_prompt.argtypes = [ctypes.c_char_p]
+        # Signals are Python's: ^C ends select() with KeyboardInterrupt.
+        ctypes.c_int.in_dll(library, "rl_catch_signals").value = 0
+        ctypes.c_int.in_dll(library, "rl_catch_sigwinch").value = 0
+        if threading.current_thread() is threading.main_thread():
+            signal.signal(signal.SIGWINCH, self._resize)
+
+    def _encode(self, text: str) -> bytes:
+        return text.encode(sys.stdout.encoding or "utf-8", "replace")
+
+    def _line_entered(self, pointer) -> None:
+        """readline's line handler: the line (None at ^D), malloc()ed for us."""
+        self.line = self.ctypes.string_at(pointer) if pointer else None
+        if pointer:
+            self.free(pointer)
+        self.done = True
+        self.library.rl_callback_handler_remove()
+
+    def _resize(self, signum, frame) -> None:
+        self.resized = True
+        self._wake()
+
+    def _wake(self) -> None:
+        try:
+            os.write(self.wake_write, b"!")
+        except BlockingIOError:
+            pass        # the pipe is full: the thread at the prompt is woken already
+
+    def above(self, text: str) -> None:
+        """Have text printed above the prompt (any thread)."""
+        self.posted.append(text)
+        self._wake()
+
+    def take_posted(self) -> str:
+        """The text queued and not printed yet, taken off the queue."""
+        taken = []
+        while self.posted:
+            taken.append(self.posted.popleft())
+        return "".join(taken)
+
+    def _draw_posted(self) -> None:
+        text = self.take_posted()
+        if text:
+            # Clear the prompt line, print, and have readline draw it again
+            # (forced: its redisplay() draws nothing while it thinks the
+            # line is still on screen).
+            self.out.write("\r\033[2K" + text)
+            self.out.flush()
+            self.library.rl_set_prompt(self._encode(self.prompt()))
+            self.library.rl_forced_update_display()
+
+    def read_line(self) -> str:
+        """A line typed at the prompt, like input(); EOFError at ^D."""
+        library = self.library
+        self.out.flush()
+        self.done, self.line = False, None
+        library.rl_callback_handler_install(self._encode(self.prompt()), self.handler)
+        try:
+            while not self.done:
+                if self.resized:
+                    self.resized = False
+                    library.rl_resize_terminal()
+                ready = select.select([sys.stdin.fileno(), self.wake_read], [], [])[0]
+                if self.wake_read in ready:
+                    try:
+                        os.read(self.wake_read, 4096)
+                    except BlockingIOError:
+                        pass
+                    self._draw_posted()
+                if sys.stdin.fileno() in ready:
+                    library.rl_callback_read_char()
+        except BaseException:
+            if not self.done:   # as CPython's readline does on a signal
+                library.rl_free_line_state()
+                if hasattr(library, "rl_callback_sigcleanup"):
+                    library.rl_callback_sigcleanup()
+                library.rl_cleanup_after_signal()
+                library.rl_callback_handler_remove()
+            raise
+        if self.line is None:
+            raise EOFError
+        text = self.line.decode(sys.stdin.encoding or "utf-8", sys.stdin.errors or "strict")
+        self._remember(text)
+        return text
+
+    def _remember(self, text: str) -> None:
+        """Add the line to readline's history, as input() does: not an
+        empty one, nor the same line twice in a row."""
+        readline = self.readline
+        if not text:
+            return
+        length = readline.get_current_history_length()
+        if length == 0 or readline.get_history_item(length) != text:
+            readline.add_history(text)
+
+
+def open_line_prompt(readline, prompt: Callable[[], str], out) -> Optional[LinePrompt]:
+    """A LinePrompt on GNU readline, or None (libedit, no ctypes, not a
+    terminal): then input() reads the line and a line printed meanwhile is
+    drawn above it by hand."""
     if readline is None or "libedit" in (getattr(readline, "__doc__", "") or ""):
+        return None
+    if getattr(readline, "backend", "readline") != "readline":     # 3.13: "editline"
         return None
     try:
         import ctypes
         library = ctypes.CDLL(readline.__file__)    # its symbols include libreadline's
-        set_prompt = library.rl_set_prompt
-        forced_update = library.rl_forced_update_display
-    except (ImportError, OSError, AttributeError):
+        for symbol in ("rl_callback_handler_install", "rl_callback_read_char",
+                       "rl_callback_handler_remove", "rl_forced_update_display",
+                       "rl_set_prompt", "rl_catch_signals", "rl_catch_sigwinch",
+                       "rl_resize_terminal", "rl_free_line_state",
+                       "rl_cleanup_after_signal"):
+            getattr(library, symbol)
+        return LinePrompt(readline, library, prompt, out)
+    except (ImportError, OSError, AttributeError, ValueError):
         return None
-    set_prompt.argtypes = [ctypes.c_char_p]
-
-    def redraw(prompt: str) -> None:
-        # readline copies the prompt; a rename changes it mid-line.
-        set_prompt(prompt.encode(sys.stdout.encoding or "utf-8", "replace"))
-        forced_update()
-    return redraw
 
 
 def set_completer(readline, complete: Callable[[str, int, bool], Optional[str]]) -> None:
@@ -64,24 +186,3 @@ def set_completer(readline, complete: Callable[[str, int, bool], Optional[str]])
         readline.parse_and_bind("bind ^I rl_complete")
     else:
         readline.parse_and_bind("tab: complete")
-
-
-def guard_prompt(readline, lock: threading.Lock, ready: Callable[[], None]) -> bool:
-    """Hold lock from just before readline draws its prompt until it is
-    drawn, then call ready() and let go: a line printed by another thread
-    (under lock) then never cuts the prompt in two. False where readline
-    has not both hooks: nothing is done."""
-    if not (hasattr(readline, "set_startup_hook") and hasattr(readline, "set_pre_input_hook")):
-        return False
-
-    def before_prompt() -> None:
-        lock.acquire()
-
-    def after_prompt() -> None:
-        try:
-            ready()
-        finally:
-            lock.release()
-    readline.set_startup_hook(before_prompt)
-    readline.set_pre_input_hook(after_prompt)
-    return True

@@ -151,7 +151,7 @@ class ConsoleClientTest(ServerTestCase):
         chat = chat_client.Client(options, out=console)
         chat.interactive = True
         chat.console = prompt_for(console, name)
-        chat.readline = chat.redraw = None
+        chat.readline = chat.line_prompt = None
         result = {}
         thread = threading.Thread(target=lambda: result.setdefault("code", chat.run()))
         thread.start()
