@@ -40,6 +40,7 @@ BACKOFF_MAX = 30.0
 QUIT_TIMEOUT = 10.0
 REFUSED_CODES = frozenset(("flood", "line_too_long", "busy"))
 UNSENT_MAX = 100        # lines typed while disconnected, kept to send after reconnecting
+UP_OVER = "\033[1A\r\033[2K"  # up over the last status, to write the next in its place
 
 class Client:
     def __init__(self, options: argparse.Namespace, out: TextIO = sys.stdout) -> None:
@@ -113,7 +114,7 @@ class Client:
             text = display.hang(text, shutil.get_terminal_size().columns)
         with self.print_lock:
             if self.interactive and self.transient and transient:
-                text = "\033[1A\r\033[2K" + text     # up over the last status
+                text = UP_OVER + text
             self.transient = transient and self.interactive and "\n" not in text
             if not self.at_prompt:
                 self.printed_below += 1
@@ -346,8 +347,11 @@ class Client:
                     self.at_prompt = False
                     self.transient = False      # Enter moved the screen on
                     self.printed_below = 0
-                    # What came as the line was entered goes below it.
+                    # What came as the line was entered goes below it (not
+                    # over it: the status it would replace is above it now).
                     pending = self.line_prompt.take_posted() if self.line_prompt else ""
+                    if pending.startswith(UP_OVER):
+                        pending = pending[len(UP_OVER):]
                     if pending:
                         write_text(self.out, pending)
                         self.out.flush()
