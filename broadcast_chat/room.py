@@ -67,6 +67,7 @@ class Room:
         self.notices = []        # type: List[Tuple[str, str, str]]  (kind, name, detail)
         self.notices_since = 0.0
         self.guest_serial = 0
+        self.given_back = []     # type: List[Member]  renamed by _give_back, to claim in the cluster
         self.last_id = 0
         self.backlog = backlog
         self.history_max_age = history_max_age
@@ -152,7 +153,25 @@ class Room:
                 cluster.release(member, name)
         elif holder == cluster.HERE:
             cluster.claim(member, name, force=True)
+        self._claim_given_back()
         return problem
+
+    def _claim_given_back(self) -> None:
+        """Claim among all the servers the guest names _give_back gave here
+        (under the lock, where no round trip goes): one that a member of
+        another server holds is traded for the next free guest name."""
+        cluster = self.cluster
+        with self.lock:
+            holders, self.given_back = self.given_back, []
+        for holder in holders:
+            name = holder.name
+            if name is None or holder.state == LEFT:
+                continue
+            got = cluster.claim(holder, name)
+            if got == cluster.HERE:
+                cluster.claim(holder, name, force=True)     # this server's index gave it
+            elif got is not None:
+                self.name_guest(holder, renaming=True)
 
     def _rename(self, member: Member, name: str) -> Optional[Problem]:
         with self.lock:
@@ -221,6 +240,8 @@ class Room:
                 break
         holder.name = new
         holder.named_at = time.monotonic()
+        if self.cluster is not None:
+            self.given_back.append(holder)
         self.writer.put(holder.queue, wire.error(
             holder.fmt, "name_reclaimed", "your name %s was taken back by its owner, who "
             "reconnected; you are now %s (/nick NAME picks another)" % (old, new),
@@ -239,13 +260,15 @@ class Room:
             member.fmt, "token", "reconnect token for %s" % member.name, self.clock(),
             name=member.name, token=member.token))
 
-    def name_guest(self, member: Member) -> None:
-        """Give a member that speaks before /nick a unique guest name."""
-        while member.name is None and member.state != LEFT:
+    def name_guest(self, member: Member, renaming: bool = False) -> None:
+        """Give a member that speaks before /nick a unique guest name
+        (renaming: a member that has a name, a guest name taken elsewhere)."""
+        while (renaming or member.name is None) and member.state != LEFT:
             with self.lock:
                 self.guest_serial += 1
                 wanted = "guest-%d" % self.guest_serial
-            self.rename(member, wanted)
+            if self.rename(member, wanted) is None and member.name == wanted:
+                return
 
     def _welcome(self, member: Member) -> None:
         assert self.lock.locked()

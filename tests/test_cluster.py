@@ -126,6 +126,29 @@ class OneRoomTest(ClusterCase):
         answers = [p.expect(r"-- welcome, racer!|!! name taken: racer").group(0) for p in peers]
         self.assertEqual(sum(a.startswith("-- welcome") for a in answers), 1, answers)
 
+    def test_a_name_taken_back_leaves_its_holder_a_guest_name_free_on_every_server(self):
+        a, b = self.node("a"), self.node("b")
+        guest = self.peer(b, "guest-1")     # the first guest name a would give
+        owner = self.json_peer(a)
+        owner.send("/nick carol")
+        token = json.loads(owner.expect(r'^\{"type":"reply","code":"welcome".*').group(0))["token"]
+        owner.close()
+        guest.expect(r"-- carol left")      # a has let go of her
+        squatter = self.peer(a)
+        squatter.send("/nick carol")    # while carol's token holds it for her
+        squatter.expect(r"-- welcome, carol!")
+        again = self.json_peer(a, "/hello json token=" + token)
+        again.send("/nick carol")
+        again.expect(r'"code":"welcome"')
+        squatter.expect(r"!! your name carol was taken back by its owner, who reconnected; "
+                        r"you are now guest-1")
+        squatter.expect(r"-- guest-1 is now known as (guest-\d+)$")
+        squatter.send("/who")
+        names = squatter.expect(r"-- 3 online: (.*)$").group(1).split(", ")
+        self.assertEqual(sorted(names), sorted(set(names)), names)
+        self.assertIn("guest-1", names)
+        self.assertIn("carol", names)
+
 
 @needs_redis
 class TlsRedisTest(ClusterCase):
