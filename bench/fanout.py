@@ -154,6 +154,7 @@ class Target:
     """A running chat server: ours or ncat."""
 
     server = SERVER     # --server PATH: measure another copy (before/after)
+    server_cpus = None  # --pin: the CPUs the server runs on
     server_args = []    # --server-args: options added to ours (e.g. --history 0)
 
     @classmethod
@@ -198,6 +199,8 @@ class Target:
                         raise RuntimeError("ncat did not start")
                     time.sleep(0.02)
         self.pid = self.proc.pid
+        if self.server_cpus:
+            os.sched_setaffinity(self.pid, self.server_cpus)     # --pin
         self.base_rss = proc_mem(self.pid, "VmRSS")
 
     @staticmethod
@@ -1255,7 +1258,16 @@ def main(argv=None):
                          "'--history-file /tmp/h.db'")
     ap.add_argument("--ws", action="store_true",
                     help="also run flat and many with WebSocket receivers (ours only)")
+    ap.add_argument("--pin", action="store_true",
+                    help="the server (ours or ncat) on CPU 0, this load generator and its "
+                         "workers on the others: no core shared (Linux, 2 CPUs or more)")
     args = ap.parse_args(argv)
+    if args.pin:
+        cpus = sorted(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else []
+        if len(cpus) < 2:
+            ap.error("--pin needs os.sched_setaffinity and two CPUs or more")
+        Target.server_cpus = {cpus[0]}
+        os.sched_setaffinity(0, set(cpus[1:]))     # inherited by the workers it starts
     echo = lambda s="": print(s, flush=True)
     scenarios = [s.strip() for s in args.scenario.split(",") if s.strip()]
     for s in scenarios:
