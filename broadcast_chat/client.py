@@ -27,7 +27,7 @@ from typing import Iterable, Iterator, List, Optional, TextIO
 from . import __version__, display, terminal, winconsole
 from .completion import RoomMemory
 from .config import DEFAULT_HOST, DEFAULT_PORT
-from .connection import ChatError, Connection, Received, StreamPosition
+from .connection import RESEND, ChatError, Connection, Received, SentLines, StreamPosition
 from .console import open_console_prompt, write_text
 from .names import check_name, name_from_hostname
 from .net import is_loopback
@@ -56,6 +56,11 @@ class Client:
         # Lines typed while disconnected; send_lock orders them before newer ones.
         self.unsent = collections.deque()   # type: collections.deque
         self.send_lock = threading.Lock()
+        # Lines sent and not seen taken by the room yet (sent_lock): after a
+        # reconnect, those the resume shows it never took are sent again.
+        self.sent_lines = SentLines()
+        self.sent_lock = threading.Lock()
+        self.holding = False    # reconnected: lines wait until the resume tells what the room took
         self.print_lock = threading.Lock()
         self.at_prompt = False  # the prompt is up: a line printed goes above it
         self.transient = False  # the line above the prompt is a status to update in place
@@ -199,7 +204,9 @@ class Client:
                         self.exit_code = 1
                         self.interrupt_main()
                     return
-                self.conn = None
+                with self.send_lock:
+                    self.conn = None
+                    self.holding = False
                 if not self.reconnect():
                     return
         finally:
@@ -210,6 +217,11 @@ class Client:
             if not self.position.see(got):
                 return      # seen before the connection was lost
             self.memory.see(got, self.name)
+            with self.sent_lock:
+                self.sent_lines.see(got)
+                verdict = self.sent_lines.settle(got) if self.holding else None
+            if verdict is not None:
+                self.release(verdict)
             kind, code = got.get("type"), got.get("code")
             if kind == "error" and code in REFUSED_CODES:
                 self.refused += 1
@@ -247,10 +259,17 @@ class Client:
             self.wake.clear()
             if self.quitting.is_set():
                 return False
+            # Asked to resume: the server says what the room took meanwhile.
+            resuming = self.position.last_id is not None and bool(self.position.epoch)
             try:
                 conn = self.open_connection()
                 with self.send_lock:
-                    sent = self.send_unsent(conn)
+                    sent = 0
+                    with self.sent_lock:
+                        self.holding = bool(self.sent_lines) and resuming and conn.backlog > 0
+                        doubtful = [] if self.holding else self.sent_lines.take()
+                    if not self.holding:
+                        sent = self.send_unsent(conn)
                     self.conn = conn
             except (ChatError, OSError) as exc:
                 if isinstance(exc, ChatError) and exc.final:
@@ -263,10 +282,35 @@ class Client:
                 self.status("%s; trying again in %d s" % (retry_reason(exc), delay), True)
                 continue
             self.status("reconnected as %s" % self.name, True)
-            if sent:
-                self.status("sent %d line%s typed while disconnected" % (
-                    sent, "" if sent == 1 else "s"))
+            self.tell_sent(sent, [], doubtful)
             return True
+
+    def release(self, verdict: str) -> None:
+        """The resume after a reconnect told what the room took (verdict
+        RESEND) or cannot tell: the lines it did not take are sent again,
+        before those typed meanwhile."""
+        with self.send_lock:
+            with self.sent_lock:
+                lines = self.sent_lines.take()
+            again = lines if verdict == RESEND else []
+            self.unsent.extendleft(reversed(again))
+            self.holding = False
+            try:
+                sent = self.send_unsent(self.conn) - len(again) if self.conn else 0
+            except OSError:
+                return      # the reader sees the connection end, and reconnects
+        self.tell_sent(sent, again, [] if again else lines)
+
+    def tell_sent(self, sent: int, again: List[str], doubtful: List[str]) -> None:
+        if again:
+            self.status("sent again %d line%s the server had not received when the "
+                        "connection was lost" % (len(again), "" if len(again) == 1 else "s"))
+        if doubtful:
+            self.status("%d line%s sent just before the connection was lost may not have "
+                        "reached the room" % (len(doubtful), "" if len(doubtful) == 1 else "s"))
+        if sent > 0:
+            self.status("sent %d line%s typed while disconnected" % (
+                sent, "" if sent == 1 else "s"))
 
     def send_unsent(self, conn: Connection) -> int:
         """Send the lines kept while disconnected, oldest first; how many.
@@ -275,13 +319,28 @@ class Client:
         sent = 0
         try:
             while self.unsent:
-                conn.send_line(self.unsent[0])
+                self.send_tracked(conn, self.unsent[0])
                 self.unsent.popleft()
                 sent += 1
         except OSError:
             conn.close()
             raise
         return sent
+
+    def send_tracked(self, conn: Connection, line: str) -> None:
+        """conn.send_line(line), noted among the lines sent (first: the
+        room's echo can come before send_line returns)."""
+        if not self.interactive:
+            conn.send_line(line)    # nothing is sent again without a terminal
+            return
+        with self.sent_lock:
+            self.sent_lines.sent(self.name, line)
+        try:
+            conn.send_line(line)
+        except OSError:
+            with self.sent_lock:
+                self.sent_lines.unsend(line)
+            raise
 
     def interrupt_main(self) -> None:
         """Wake the main thread from input(), or from waiting for piped lines."""
@@ -301,9 +360,9 @@ class Client:
         """Send a line; while a reconnect is under way, keep it to send after."""
         with self.send_lock:
             conn = self.conn
-            if conn is not None:
+            if conn is not None and not self.holding:
                 try:
-                    conn.send_line(text)
+                    self.send_tracked(conn, text)
                     return True
                 except OSError:
                     pass
@@ -316,6 +375,8 @@ class Client:
                 return False
             self.unsent.append(text)
             waiting = len(self.unsent)
+            if self.holding and conn is not None:
+                return True     # goes out once the resume is told, in a moment
         self.status("not connected: line kept, sent once reconnected (%d waiting)" % waiting)
         return True
 

@@ -2,15 +2,16 @@
 memory), joining under a name in the JSON mode, and where in the room's
 stream of events the client is (to resume after a reconnect)."""
 
+import collections
 import socket
 import ssl
 import threading
-from typing import Any, Callable, Dict, Optional, Union
+from typing import Any, Callable, Dict, List, Optional, Tuple, Union
 
 from .config import DEFAULT_PORT
 from .net import format_address
 from .names import name_variant
-from .protocol import LineFramer
+from .protocol import LineFramer, Say, interpret_lines
 from .text import decode
 from .tls import TlsCodec, describe_tls_error, tls_handshake
 from .wire import parse_json_line, parse_server_line
@@ -79,6 +80,100 @@ class StreamPosition:
         return True
 
 
+def expected_event(line: str) -> Optional[Tuple[str, str]]:
+    """The (kind, text) of the event the room makes of a line sent, or None
+    for a line that makes none (a command, a blank line): the server's own
+    interpret_lines() says what it will read."""
+    steps = interpret_lines([line.encode("utf-8", "surrogateescape")])
+    if len(steps) != 1:
+        return None
+    step = steps[0]
+    if isinstance(step, Say):
+        return "message", step.block[:-1].decode("utf-8", "replace")
+    if step.kind == "me":
+        return "action", step.text
+    return None
+
+
+RESEND = "resend"   # SentLines.settle(): the room never took them: send them again
+UNKNOWN = "unknown"  # whether the room took them cannot be told
+
+
+class SentLines:
+    """The lines sent that the room has not been seen to take yet (its echo
+    of each), so that after a reconnect those it never took are sent again:
+    once the resume shows every event since the last one seen, a line not
+    among them never reached the room. Pure."""
+
+    limit = 1000        # lines kept; older ones are taken as taken
+
+    def __init__(self) -> None:
+        self.lines = collections.deque()    # type: collections.deque  (name, kind, text, line)
+        self.until_end = False      # the resume's events come before the verdict
+
+    def __len__(self) -> int:
+        return len(self.lines)
+
+    def sent(self, name: str, line: str) -> None:
+        """line went out under name."""
+        expected = expected_event(line)
+        if expected is not None:
+            self.lines.append((name,) + expected + (line,))
+            if len(self.lines) > self.limit:
+                self.lines.popleft()
+
+    def unsend(self, line: str) -> None:
+        """line, noted as sent last, did not go out after all."""
+        if self.lines and self.lines[-1][3] == line:
+            self.lines.pop()
+
+    def see(self, got: Dict[str, Any]) -> None:
+        """An object received: an event of ours takes its line and every
+        line before it off (those the room did not take, it refused)."""
+        kind = got.get("type")
+        if kind == "error" and got.get("code") in ("flood", "line_too_long", "busy"):
+            self.lines.clear()      # refused, and which ones is not said: none sent again
+            return
+        if kind != "event" or got.get("kind") not in ("message", "action"):
+            return
+        key = (got.get("from"), got.get("kind"), got.get("text"))
+        for index, entry in enumerate(self.lines):
+            if entry[:3] == key:
+                for _ in range(index + 1):
+                    self.lines.popleft()
+                return
+
+    def settle(self, got: Dict[str, Any]) -> Optional[str]:
+        """After a reconnect that asked to resume, fed what comes: RESEND
+        once the resume showed all that the room took since, UNKNOWN when
+        it cannot (events missed, ids reset), None until then."""
+        if got.get("type") == "event" and not got.get("history"):
+            return UNKNOWN      # live already: the server said nothing of a resume
+        if got.get("type") != "reply":
+            return None
+        code = got.get("code")
+        if code == "resumed":
+            if got.get("missed"):
+                return UNKNOWN
+            if got.get("events"):
+                self.until_end = True
+                return None
+            return RESEND
+        if code == "history_reset":
+            return UNKNOWN
+        if code == "history_end" and self.until_end:
+            self.until_end = False
+            return RESEND
+        return None
+
+    def take(self) -> List[str]:
+        """The lines not seen taken, oldest first; forgotten here."""
+        lines = [entry[3] for entry in self.lines]
+        self.lines.clear()
+        self.until_end = False
+        return lines
+
+
 class Connection:
     """A socket to the server read as lines, with TLS done in memory."""
 
@@ -101,6 +196,7 @@ class Connection:
         self.send_lock = threading.Lock()
         self.tls = None     # type: Optional[TlsCodec]
         self.limits = {}    # type: Dict[str, Any]  as the server announced them
+        self.backlog = 0    # events of history the server shows a newcomer (0: it keeps none)
         if context is not None:
             self.start_tls(context, host)
 
@@ -229,6 +325,8 @@ class Connection:
             if kind == "hello":
                 limits = got.get("limits")
                 self.limits = limits if isinstance(limits, dict) else {}
+                history = got.get("history")
+                self.backlog = history.get("backlog", 0) if isinstance(history, dict) else 0
             elif kind == "reply" and code == "welcome":
                 if name != wanted:
                     say({"type": "reply", "code": "taken",

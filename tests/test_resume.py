@@ -2,6 +2,7 @@
 
 import os
 import random
+import signal
 import socket
 import sqlite3
 import tempfile
@@ -12,7 +13,8 @@ import unittest
 from tests.support import (TIMEOUT, WINDOWS, Peer, ServerTestCase, TerminalClient,
                            needs_posix_signals, run_server, wait_until)
 
-from broadcast_chat.connection import ChatError, Connection, StreamPosition
+from broadcast_chat.connection import (RESEND, UNKNOWN, ChatError, Connection, SentLines,
+                                      StreamPosition, expected_event)
 
 
 class Resumer:
@@ -224,6 +226,58 @@ class HistoryFileServerTest(ServerTestCase):
 
 
 @unittest.skipIf(WINDOWS, "needs a POSIX pty (Windows' console client: tests/test_winclient.py)")
+def own(kind, text, name="tty", **fields):
+    return dict({"type": "event", "kind": kind, "from": name, "text": text}, **fields)
+
+
+class SentLinesTest(unittest.TestCase):
+    """What the client sends again after a reconnect (pure)."""
+
+    def test_the_event_a_line_makes_is_what_the_server_reads_of_it(self):
+        self.assertEqual(expected_event("hello"), ("message", "hello"))
+        self.assertEqual(expected_event("tab\there \x1b[2J"), ("message", "tab here ^[[2J"))
+        self.assertEqual(expected_event("//not a command"), ("message", "/not a command"))
+        self.assertEqual(expected_event("/me waves"), ("action", "waves"))
+        for line in ("/nick bob", "/msg bob hi", "/who", "   ", "/me"):
+            self.assertIsNone(expected_event(line), line)
+
+    def test_an_echo_takes_its_line_and_those_the_room_refused_before_it(self):
+        sent = SentLines()
+        for line in ("one", "/who", "two", "/me nods", "three"):
+            sent.sent("tty", line)
+        self.assertEqual(len(sent), 4)      # /who makes no event
+        sent.see(own("message", "two"))
+        self.assertEqual([entry[3] for entry in sent.lines], ["/me nods", "three"])
+        sent.see(own("message", "three", name="bob"))     # someone else's
+        sent.see(own("action", "nods"))
+        self.assertEqual(sent.take(), ["three"])
+        self.assertEqual(len(sent), 0)
+
+    def test_a_refusal_leaves_nothing_to_send_again(self):
+        sent = SentLines()
+        sent.sent("tty", "one")
+        sent.see({"type": "error", "code": "flood", "text": "flood: 1 line not sent"})
+        self.assertEqual(sent.take(), [])
+        sent.sent("tty", "two")
+        sent.unsend("two")      # the send failed: it waits among the unsent instead
+        self.assertEqual(sent.take(), [])
+
+    def test_the_resume_decides(self):
+        resumed = {"type": "reply", "code": "resumed"}
+        cases = [
+            ([dict(resumed, events=0, missed=0)], RESEND),
+            ([dict(resumed, events=2, missed=0), own("message", "x", history=True),
+              {"type": "reply", "code": "history_end"}], RESEND),
+            ([dict(resumed, events=5, missed=3)], UNKNOWN),
+            ([{"type": "reply", "code": "history_reset"}], UNKNOWN),
+            ([own("message", "live")], UNKNOWN),
+        ]
+        for objects, verdict in cases:
+            sent = SentLines()
+            verdicts = [sent.settle(got) for got in objects]
+            self.assertEqual(verdicts, [None] * (len(objects) - 1) + [verdict], objects)
+
+
 class TerminalResumeTest(ServerTestCase):
     def setUp(self):
         folder = tempfile.TemporaryDirectory(prefix="chat-hist-")
@@ -263,6 +317,60 @@ class TerminalResumeTest(ServerTestCase):
         tty.wait_reading()
         tty.type("\x04")
         self.assertEqual(tty.wait(), 0)
+
+    @unittest.skipUnless(os.path.exists("/proc/net/tcp"), "reads /proc/net/tcp (Linux)")
+    def test_a_line_the_server_never_read_is_sent_again_after_a_restart(self):
+        port = self.server.port
+        bob = self.peer("bob")
+        tty = TerminalClient(port, "--name", "tty", "--no-color")
+        self.addCleanup(tty.close)
+        tty.expect(r"-- end of earlier messages\r\n(?=tty> )")
+        tty.wait_reading()
+        tty.type("taken before\r")
+        bob.expect(r"<tty> taken before$")
+        tty.expect(r"<tty> taken before\r\n")     # the room's echo: the client knows it
+        wait_until(lambda: self.messages() == [b"taken before\n"], message="the line kept")
+        tty.wait_reading()
+        self.server.send_signal(signal.SIGSTOP)
+        tty.type("lost in flight\r")
+        # Sent: it waits unread at the server's end of the connection.
+        wait_until(lambda: unread_at(port), message="the line to arrive at the stopped server")
+        self.server.kill()
+        tty.expect(r"-- connection lost; reconnecting")
+        second = self.start_server("--history-file", self.path, port=port)
+        carol = self.peer("carol", second)
+        carol.expect(r"<tty> lost in flight$", timeout=10)
+        tty.expect(r"-- sent again 1 line the server had not received when the connection "
+                   r"was lost\r\n")
+        tty.wait_reading()
+        tty.type("after\r")
+        carol.expect(r"<tty> after$")
+        self.assertEqual(self.messages(wait_for=3),
+                         [b"taken before\n", b"lost in flight\n", b"after\n"])
+        self.assertEqual(second.stop(), 0)
+
+    def messages(self, wait_for=0):
+        """The bodies of the messages in the history file (once wait_for are there)."""
+        def read():
+            try:
+                return [row[0] for row in sqlite3.connect(self.path).execute(
+                    "SELECT body FROM events WHERE kind = 'message' ORDER BY id")]
+            except sqlite3.OperationalError:    # being written
+                return None
+        if wait_for:
+            wait_until(lambda: len(read() or ()) >= wait_for, message="%d messages kept" % wait_for)
+        return read()
+
+
+def unread_at(port):
+    """Whether a connection to 127.0.0.1:port has bytes its server has not read."""
+    with open("/proc/net/tcp") as table:
+        for row in list(table)[1:]:
+            fields = row.split()
+            local, queues = fields[1], fields[4]
+            if int(local.split(":")[1], 16) == port and int(queues.split(":")[1], 16) > 0:
+                return True
+    return False
 
 
 if __name__ == "__main__":
