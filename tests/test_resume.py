@@ -331,7 +331,7 @@ class TerminalResumeTest(ServerTestCase):
         tty.expect(r"<tty> taken before\r\n")     # the room's echo: the client knows it
         wait_until(lambda: self.messages() == [b"taken before\n"], message="the line kept")
         tty.wait_reading()
-        self.server.send_signal(signal.SIGSTOP)
+        stop(self.server)
         tty.type("lost in flight\r")
         # Sent: it waits unread at the server's end of the connection.
         wait_until(lambda: unread_at(port), message="the line to arrive at the stopped server")
@@ -349,6 +349,28 @@ class TerminalResumeTest(ServerTestCase):
                          [b"taken before\n", b"lost in flight\n", b"after\n"])
         self.assertEqual(second.stop(), 0)
 
+    @unittest.skipUnless(os.path.exists("/proc/net/tcp"), "reads /proc/net/tcp (Linux)")
+    def test_where_the_resume_cannot_tell_the_line_is_said_to_be_in_doubt(self):
+        first = self.start_server()     # no history file: a restart forgets the ids
+        port = first.port
+        tty = TerminalClient(port, "--name", "tty", "--no-color")
+        self.addCleanup(tty.close)
+        tty.expect(r"-- welcome, tty!.*\r\n(?=tty> )")
+        tty.wait_reading()
+        stop(first)
+        tty.type("lost in flight\r")
+        wait_until(lambda: unread_at(port), message="the line to arrive at the stopped server")
+        first.kill()
+        tty.expect(r"-- connection lost; reconnecting")
+        second = self.start_server(port=port)
+        carol = self.peer("carol", second)
+        tty.expect(r"-- 1 line sent just before the connection was lost may not have "
+                   r"reached the room\r\n")
+        tty.wait_reading()
+        tty.type("after\r")
+        carol.expect(r"<tty> after$")
+        self.assertNotIn("lost in flight", "\n".join(carol.lines))
+
     def messages(self, wait_for=0):
         """The bodies of the messages in the history file (once wait_for are there)."""
         def read():
@@ -360,6 +382,24 @@ class TerminalResumeTest(ServerTestCase):
         if wait_for:
             wait_until(lambda: len(read() or ()) >= wait_for, message="%d messages kept" % wait_for)
         return read()
+
+
+def stop(server):
+    """SIGSTOP server, and wait until every thread of it has stopped (each
+    stops on its way back from the kernel: one can still read meanwhile)."""
+    server.send_signal(signal.SIGSTOP)
+    tasks = "/proc/%d/task" % server.proc.pid
+
+    def stopped():
+        for task in os.listdir(tasks):
+            try:
+                with open(os.path.join(tasks, task, "stat")) as stat:
+                    if stat.read().rsplit(")", 1)[1].split()[0] != "T":
+                        return False
+            except FileNotFoundError:
+                pass        # a thread that ended
+        return True
+    wait_until(stopped, message="every thread of the server to stop")
 
 
 def unread_at(port):
