@@ -4,7 +4,7 @@ import argparse
 from typing import List, Optional
 
 from . import __version__
-from .client import add_client_options
+from .clientoptions import add_client_options
 from .config import ServerConfig, add_server_options
 
 

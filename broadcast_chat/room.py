@@ -20,7 +20,7 @@ from typing import Any, Callable, Dict, List, Optional, Tuple
 
 from . import history, names
 from . import wire
-from .history import Replay, Ring
+from .history import Ring
 from .member import ADMITTED, JOINED, LEFT, Member
 from .writer import Pieces, Writer
 
@@ -39,7 +39,6 @@ class Room:
     direct_max = 16             # rooms this small are written by the thread that orders a line
     history_bytes = 4 << 20     # most bytes of text the ring keeps
     history_request_max = 500   # most events one /history asks for
-    replays_max = 64            # replays kept for members asking for the same point
     welcome_names = 20          # names of others in a welcome reply
 
     def __init__(self, writer: Writer, log: Callable[..., None], max_clients: int = 0,
@@ -77,8 +76,7 @@ class Room:
         self.ring = Ring(history_keep if backlog else 0, self.history_bytes)
         # A replay may fill half a member's queue; the rest counts as missed.
         self.replay_bytes = writer.queue_limit // 2
-        self.replays = {}           # type: Dict[Tuple[int, str], Replay]
-        self.replays_last_id = 0    # the last id when the replays were made
+        self.replays = history.SharedReplays()
         if restored is not None:
             for event in restored[0]:
                 self.ring.keep(event)
@@ -157,9 +155,8 @@ class Room:
         return problem
 
     def _claim_given_back(self) -> None:
-        """Claim among all the servers the guest names _give_back gave here
-        (under the lock, where no round trip goes): one that a member of
-        another server holds is traded for the next free guest name."""
+        """Claim in the cluster the guest names _give_back gave (no round trip
+        under the lock): one held on another server is traded for the next."""
         cluster = self.cluster
         with self.lock:
             holders, self.given_back = self.given_back, []
@@ -523,33 +520,13 @@ class Room:
                 self.clock(), epoch=self.epoch, last_id=self.last_id))
         self._replay(member, max(0, self.last_id - self.backlog), "join")
 
-    def _replay_from(self, after: int, fmt: str, not_before: float) -> Replay:
-        """history.replay, shared by members asking for the same point while
-        no event comes: asked for twice, it is joined into one piece, so
-        that ten thousand members resuming from one id (after a restart, a
-        network cut) queue one piece each, and the room's lock is held for a
-        dictionary look-up, not a walk through the ring."""
-        assert self.lock.locked()
-        if self.replays_last_id != self.last_id:
-            self.replays.clear()
-            self.replays_last_id = self.last_id
-        key = (after, fmt)
-        got = self.replays.get(key)
-        if got is None:
-            got = history.replay(self.ring, after, self.last_id, fmt, self.replay_bytes,
-                                 not_before)
-            if len(self.replays) < self.replays_max:
-                self.replays[key] = got
-        elif len(got.pieces) > 1:
-            got = self.replays[key] = got._replace(pieces=[b"".join(got.pieces)])
-        return got
-
     def _replay(self, member: Member, after: int, why: str) -> None:
         """Queue the events after id `after` for member, between two markers."""
         assert self.lock.locked()
         now = self.clock()
         not_before = now - self.history_max_age if self.history_max_age else 0.0
-        got = self._replay_from(after, member.fmt, not_before)
+        got = self.replays.get(self.ring, after, self.last_id, member.fmt, self.replay_bytes,
+                               not_before)
         for piece in history.replay_answer(got, member.fmt, why, now):
             self.writer.put(member.queue, piece)
 

@@ -4,7 +4,7 @@ import unittest
 
 from tests import support  # (also puts the repository on sys.path)
 
-from broadcast_chat.client import parse_client_args, settle_address
+from broadcast_chat.clientoptions import parse_client_args, settle_address
 
 
 def settled(*argv):

@@ -193,16 +193,16 @@ class ResumeTest(HistoryCase):
         alice, _ = self.member(room, "alice")
         self.said(room, alice, 5)
         with room.lock:
-            first = room._replay_from(2, wire.JSON, 0.0)
-            second = room._replay_from(2, wire.JSON, 0.0)
-            third = room._replay_from(2, wire.JSON, 0.0)
+            first = room.replays.get(room.ring, 2, room.last_id, wire.JSON, room.replay_bytes, 0.0)
+            second = room.replays.get(room.ring, 2, room.last_id, wire.JSON, room.replay_bytes, 0.0)
+            third = room.replays.get(room.ring, 2, room.last_id, wire.JSON, room.replay_bytes, 0.0)
         self.assertGreater(len(first.pieces), 1)
         self.assertEqual(len(second.pieces), 1)
         self.assertEqual(second.pieces[0], b"".join(first.pieces))
         self.assertIs(third.pieces[0], second.pieces[0])
         room.say(alice, b"new\n", 1)      # a new event: made afresh
         with room.lock:
-            self.assertIn(b'"new"', b"".join(room._replay_from(2, wire.JSON, 0.0).pieces))
+            self.assertIn(b'"new"', b"".join(room.replays.get(room.ring, 2, room.last_id, wire.JSON, room.replay_bytes, 0.0).pieces))
 
     def test_hello_words(self):
         self.assertEqual(protocol.hello_options("resume=12 epoch=ab token=x"),
