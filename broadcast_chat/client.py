@@ -26,7 +26,8 @@ from typing import Iterable, Iterator, List, Optional, TextIO
 from . import display, terminal, winconsole
 from .clientoptions import client_tls_context, parse_client_args, settle_address
 from .completion import RoomMemory
-from .connection import RESEND, ChatError, Connection, Received, SentLines, StreamPosition
+from .connection import (REFUSED_CODES, RESEND, ChatError, Connection, Received, SentLines,
+                         StreamPosition)
 from .console import open_console_prompt, write_text
 from .names import check_name, name_from_hostname
 from .net import is_loopback
@@ -37,7 +38,6 @@ from .tls import read_password
 
 BACKOFF_MAX = 30.0
 QUIT_TIMEOUT = 10.0
-REFUSED_CODES = frozenset(("flood", "line_too_long", "busy"))
 UNSENT_MAX = 100        # lines typed while disconnected, kept to send after reconnecting
 UP_OVER = "\033[1A\r\033[2K"  # up over the last status, to write the next in its place
 

@@ -1,6 +1,7 @@
 """The client's connection: a socket to the server read as lines (TLS in
-memory), joining under a name in the JSON mode, and where in the room's
-stream of events the client is (to resume after a reconnect)."""
+memory), joining under a name in the JSON mode, where in the room's
+stream of events the client is (to resume after a reconnect), and which
+of the lines it sent the room has been seen to take."""
 
 import collections
 import socket
@@ -95,6 +96,7 @@ def expected_event(line: str) -> Optional[Tuple[str, str]]:
     return None
 
 
+REFUSED_CODES = frozenset(("flood", "line_too_long", "busy"))    # errors of lines not taken
 RESEND = "resend"   # SentLines.settle(): the room never took them: send them again
 UNKNOWN = "unknown"  # whether the room took them cannot be told
 
@@ -131,7 +133,7 @@ class SentLines:
         """An object received: an event of ours takes its line and every
         line before it off (those the room did not take, it refused)."""
         kind = got.get("type")
-        if kind == "error" and got.get("code") in ("flood", "line_too_long", "busy"):
+        if kind == "error" and got.get("code") in REFUSED_CODES:
             self.lines.clear()      # refused, and which ones is not said: none sent again
             return
         if kind != "event" or got.get("kind") not in ("message", "action"):
