@@ -225,7 +225,6 @@ class HistoryFileServerTest(ServerTestCase):
         return folder.name
 
 
-@unittest.skipIf(WINDOWS, "needs a POSIX pty (Windows' console client: tests/test_winclient.py)")
 def own(kind, text, name="tty", **fields):
     return dict({"type": "event", "kind": kind, "from": name, "text": text}, **fields)
 
@@ -278,6 +277,7 @@ class SentLinesTest(unittest.TestCase):
             self.assertEqual(verdicts, [None] * (len(objects) - 1) + [verdict], objects)
 
 
+@unittest.skipIf(WINDOWS, "needs a POSIX pty (Windows' console client: tests/test_winclient.py)")
 class TerminalResumeTest(ServerTestCase):
     def setUp(self):
         folder = tempfile.TemporaryDirectory(prefix="chat-hist-")
