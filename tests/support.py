@@ -614,7 +614,9 @@ def render(output: str, width: int = 200) -> List[str]:
             del lines[row + 1:]
         else:
             raise AssertionError("unexpected sequence %r in %r" % (code, output[-500:]))
-    write(output[position:])
+    # A sequence cut off at the end is still being written (the output was
+    # read part way through it): it is not on the screen yet.
+    write(re.sub(r"\x1b(\[\??\d*)?\Z", "", output[position:]))
     return ["".join(line).rstrip() for line in lines]
 
 

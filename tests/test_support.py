@@ -23,6 +23,12 @@ class RenderTest(unittest.TestCase):
     def test_colours_modes_and_the_bell_are_no_text(self):
         self.assertEqual(render("\x1b[?2004h\x1b=\x1b[1m\x1b[7mhi\x1b[0m\x07"), ["hi"])
 
+    def test_a_sequence_still_being_written_is_not_on_the_screen_yet(self):
+        for cut in ("\x1b", "\x1b[", "\x1b[2", "\x1b[?"):
+            self.assertEqual(render("tty> hi" + cut), ["tty> hi"], cut)
+        with self.assertRaises(AssertionError):
+            render("tty> hi\x1b[2Zmore")     # a whole one it does not know still fails
+
     def test_what_it_cannot_show_fails(self):
         with self.assertRaises(AssertionError):
             render("\x1b[5;5H")        # cursor position: not a sequence it knows
