@@ -430,7 +430,8 @@ class Client:
         return False
 
     def read_typed_line(self) -> str:
-        """input() at the prompt, or the console's line editor; EOFError at the end."""
+        """A line typed at the prompt (GNU readline's LinePrompt, else input()),
+        or the console's line editor; EOFError at the end."""
         if self.line_prompt is not None:
             return self.line_prompt.read_line()
         if self.console is None:

@@ -132,6 +132,8 @@ class SentLines:
     def see(self, got: Dict[str, Any]) -> None:
         """An object received: an event of ours takes its line and every
         line before it off (those the room did not take, it refused)."""
+        if not self.lines:
+            return      # the common case: everything sent was seen taken
         kind = got.get("type")
         if kind == "error" and got.get("code") in REFUSED_CODES:
             self.lines.clear()      # refused, and which ones is not said: none sent again
