@@ -22,7 +22,7 @@ from . import history, names
 from . import wire
 from .history import Ring
 from .member import ADMITTED, JOINED, LEFT, Member
-from .writer import Pieces, Writer
+from .writer import Pieces, SendQueue, Writer
 
 __all__ = ["ADMITTED", "JOINED", "LEFT", "Member", "Room"]
 
@@ -61,6 +61,9 @@ class Room:
         self.idle_timeout = idle_timeout
         self.clock = clock
         self.members = {}        # type: Dict[Member, None]  (ordered set)
+        # The send queues of joined members, by format, in the order they
+        # joined: what a fan-out goes through (a format is fixed on joining).
+        self.audience = {}       # type: Dict[str, Dict[SendQueue, None]]
         self.by_name = names.NameIndex()     # type: names.NameIndex
         self.per_host = collections.Counter()  # type: collections.Counter
         self.notices = []        # type: List[Tuple[str, str, str]]  (kind, name, detail)
@@ -115,6 +118,8 @@ class Room:
             member.state = LEFT
             reason = member.queue.reason or reason
             del self.members[member]
+            if joined:
+                del self.audience[member.fmt][member.queue]
             self.per_host[member.host] -= 1
             if self.per_host[member.host] <= 0:
                 del self.per_host[member.host]
@@ -189,6 +194,7 @@ class Room:
             member.named_at = time.monotonic()
             if old is None:
                 member.state = JOINED
+                self.audience.setdefault(member.fmt, {})[member.queue] = None
                 if self.tokens is not None and self.tokens.valid(member.claim, name):
                     self.tokens.held(name)
                 self._welcome(member)
@@ -534,16 +540,11 @@ class Room:
         """Queue events for every member with a name (the sender only if it
         echoes): a connection that has not joined hears nothing of the room."""
         assert self.lock.locked()
-        pieces = {}     # type: Dict[str, bytes]
-        put = self.writer.put
+        skip = sender.queue if sender is not None and not sender.echo else None
         direct = len(self.members) <= self.direct_max
-        for member in self.members:
-            if member.state != JOINED or (member is sender and not member.echo):
-                continue
-            piece = pieces.get(member.fmt)
-            if piece is None:
-                piece = pieces[member.fmt] = wire.render_events(events, member.fmt)
-            put(member.queue, piece, direct)
+        for fmt, queues in self.audience.items():
+            if queues:
+                self.writer.put_all(queues, wire.render_events(events, fmt), skip, direct)
 
     def _announce(self, kind: str, name: str, detail: str = "") -> None:
         """Add a notice for everyone (see wire.fold_notices)."""

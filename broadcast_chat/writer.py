@@ -17,7 +17,7 @@ import ssl
 import threading
 import time
 import traceback
-from typing import Callable, Deque, List, Optional, Set, Tuple
+from typing import Callable, Deque, Iterable, List, Optional, Set, Tuple
 
 from . import tuning
 
@@ -95,44 +95,51 @@ class Writer(threading.Thread):
         self.open_groups[group] += 1
         return SendQueue(sock, group, transform)
 
-    def put(self, queue: SendQueue, piece: bytes, direct: bool = False) -> None:
-        """Queue piece for queue's member. Call with lock held (asserted by
-        the callers' loops, once per fan-out).
+    def put(self, queue: SendQueue, piece: bytes) -> None:
+        """Queue piece for queue's member. Call with lock held."""
+        assert self.lock.locked()
+        self.put_all((queue,), piece)
+
+    def put_all(self, queues: Iterable[SendQueue], piece: bytes,
+                skip: Optional[SendQueue] = None, direct: bool = False) -> None:
+        """Queue piece for each of queues but skip: the fan-out of a line,
+        so it is written for speed (locals, no call per queue). Call with
+        lock held (asserted by the callers, once per fan-out).
 
         With direct, an idle queue's piece is written at once, by the calling
         thread, under the lock (the Writer thread touches only scheduled
         queues): in a small room this saves a line the hop to the Writer
         thread; in a large one those writes would hold the lock too long.
         """
-        if queue.reason or queue.retired:
-            return
-        # Only a backlog already past the limit is too slow: a member that
-        # keeps up takes any one piece, even one larger than the limit (a
-        # paste read in one go). Memory stays within limit + one piece.
-        if queue.queued > self.queue_limit:
-            self.end(queue, "too slow: send queue over %d bytes" % self.queue_limit)
-            return
-        if not queue.scheduled:
-            if direct and not self.stopping:
-                failure = self.write(queue, [piece])
-                if failure:
-                    self.end(queue, failure)
-                elif queue.unsent:
-                    self._schedule(queue)   # the Writer watches it until it drains
-                return
-            # _schedule(), inline: this runs for every member of every line.
-            queue.scheduled = True
-            self.ready.append(queue)
-            if not self.awake:
-                self._wake()
-        queue.pieces.append(piece)
-        queue.queued += len(piece)
-        if queue.queued > self.lag_bytes and not queue.lagging:
-            queue.lagging = True
-            queue.progress_at = time.monotonic()
-            self.lagging_queues.add(queue)
-            self.lagging += 1
-            self.lagging_groups[queue.group] += 1
+        direct = direct and not self.stopping
+        limit = self.queue_limit
+        size = len(piece)
+        ready = self.ready
+        for queue in queues:
+            if queue is skip or queue.reason or queue.retired:
+                continue
+            # Only a backlog already past the limit is too slow: a member that
+            # keeps up takes any one piece, even one larger than the limit (a
+            # paste read in one go). Memory stays within limit + one piece.
+            if queue.queued > limit:
+                self.end(queue, "too slow: send queue over %d bytes" % limit)
+                continue
+            if not queue.scheduled:
+                if direct:
+                    failure = self.write(queue, [piece])
+                    if failure:
+                        self.end(queue, failure)
+                    elif queue.unsent:
+                        self._schedule(queue)   # the Writer watches it until it drains
+                    continue
+                queue.scheduled = True
+                ready.append(queue)
+            queue.pieces.append(piece)
+            queue.queued += size
+            if queue.queued > self.lag_bytes and not queue.lagging:
+                self._lag(queue)
+        if ready and not self.awake:
+            self._wake()
 
     def poke(self, queue: SendQueue) -> None:
         """Write queue's socket even with nothing queued (a TLS reply waits)."""
@@ -229,6 +236,13 @@ class Writer(threading.Thread):
         self.open_groups[queue.group] -= 1
         if self.open_groups[queue.group] <= 0:
             del self.open_groups[queue.group]
+
+    def _lag(self, queue: SendQueue) -> None:
+        queue.lagging = True
+        queue.progress_at = time.monotonic()
+        self.lagging_queues.add(queue)
+        self.lagging += 1
+        self.lagging_groups[queue.group] += 1
 
     def _unlag(self, queue: SendQueue) -> None:
         if queue.lagging:
@@ -351,44 +365,41 @@ class Writer(threading.Thread):
         nobody else's data is touched.
         """
         try:
-            return self._send(queue, pieces)
+            if queue.transform is not None:
+                try:
+                    pieces = queue.transform(pieces)
+                except (ssl.SSLError, ValueError):
+                    # Its TLS is broken (a corrupt record from the peer): end
+                    # this member, whose reader sees the socket end; nobody else.
+                    queue.unsent = []
+                    return "TLS error"
+            wire = queue.unsent + pieces if queue.unsent else pieces
+            # One piece (a line to each member of a quiet room) is the common
+            # case: it goes out with send(), without building a vector.
+            single = len(wire) == 1
+            size = len(wire[0]) if single else sum(map(len, wire))
+            if not size:
+                return None
+            try:
+                if single:
+                    sent = queue.sock.send(wire[0])
+                elif self.has_sendmsg:
+                    sent = queue.sock.sendmsg(wire)
+                else:
+                    sent = queue.sock.send(b"".join(wire))
+            except (BlockingIOError, InterruptedError):
+                sent = 0
+            except OSError:
+                sent = size         # broken: its reader sees the end
+            if sent and queue.lagging:      # only a lagging queue is checked for stalls
+                queue.progress_at = time.monotonic()
+            queue.unsent = unsent_part(wire, sent) if sent < size else []
+            return None
         except Exception as exc:
             self.log("error", "writer: %s: %s\n%s" % (type(exc).__name__, exc,
                                                        traceback.format_exc().rstrip()))
             queue.unsent = []
             return "server error"
-
-    def _send(self, queue: SendQueue, pieces: Pieces) -> Optional[str]:
-        if queue.transform is not None:
-            try:
-                pieces = queue.transform(pieces)
-            except (ssl.SSLError, ValueError):
-                # Its TLS is broken (a corrupt record from the peer): end this
-                # member, whose reader sees the socket end; nobody else.
-                queue.unsent = []
-                return "TLS error"
-        wire = queue.unsent + pieces if queue.unsent else pieces
-        # One piece (a line to each member of a quiet room) is the common
-        # case: it goes out with send(), without building a vector.
-        single = len(wire) == 1
-        size = len(wire[0]) if single else sum(map(len, wire))
-        if not size:
-            return None
-        try:
-            if single:
-                sent = queue.sock.send(wire[0])
-            elif self.has_sendmsg:
-                sent = queue.sock.sendmsg(wire)
-            else:
-                sent = queue.sock.send(b"".join(wire))
-        except (BlockingIOError, InterruptedError):
-            sent = 0
-        except OSError:
-            sent = size         # broken: its reader sees the end
-        if sent and queue.lagging:      # only a lagging queue is checked for stalls
-            queue.progress_at = time.monotonic()
-        queue.unsent = unsent_part(wire, sent) if sent < size else []
-        return None
 
     def _watch(self, queue: SendQueue, want: bool) -> None:
         """Have the selector wake us when queue's socket can take more.
