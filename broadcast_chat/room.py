@@ -18,8 +18,7 @@ import threading
 import time
 from typing import Any, Callable, Dict, List, Optional, Tuple
 
-from . import history, names
-from . import wire
+from . import history, names, wire
 from .history import Ring
 from .member import ADMITTED, JOINED, LEFT, Member
 from .writer import Pieces, SendQueue, Writer
@@ -61,8 +60,7 @@ class Room:
         self.idle_timeout = idle_timeout
         self.clock = clock
         self.members = {}        # type: Dict[Member, None]  (ordered set)
-        # The send queues of joined members, by format, in the order they
-        # joined: what a fan-out goes through (a format is fixed on joining).
+        # Joined members' queues by format (fixed on joining), in join order: a fan-out's list.
         self.audience = {}       # type: Dict[str, Dict[SendQueue, None]]
         self.by_name = names.NameIndex()     # type: names.NameIndex
         self.per_host = collections.Counter()  # type: collections.Counter
@@ -294,8 +292,7 @@ class Room:
                                                  **fields))
 
     def find(self, name: str) -> Optional[Member]:
-        """The member of that name, as a reader would take it; None for a
-        name too long to be one (refused before any normalising)."""
+        """The member of that name as a reader would take it (None past NAME_RAW_MAX)."""
         if len(name) > names.NAME_RAW_MAX:
             return None
         with self.lock:
@@ -328,13 +325,14 @@ class Room:
         """Relay count message lines (block: LF-ended safe text) to everyone.
         False, and nothing relayed, while the room is crowded (most members
         behind): see Writer.crowded()."""
-        return self._relay(sender, "message", block=block, count=count)
+        return self._relay(sender, "message", block, count)
 
     def act(self, sender: Member, text: str) -> bool:
         """Relay an action (/me) to everyone; False while the room is crowded."""
         return self._relay(sender, "action", text=text)
 
-    def _relay(self, sender: Member, kind: str, **fields: Any) -> bool:
+    def _relay(self, sender: Member, kind: str, block: bytes = b"", count: int = 1,
+               text: str = "") -> bool:
         with self.lock:
             if sender.state != JOINED:
                 return True
@@ -343,8 +341,10 @@ class Room:
             if (self.writer.lagging and self.writer.crowded()) or (
                     self.cluster is not None and self.cluster.busy()):
                 return False
-            self._flush_notices()
-            self._emit([self._event(kind, sender.name, **fields)], sender, flush_after=True)
+            if self.notices:
+                self._flush_notices()
+            self._emit([wire.Event(None, self.clock(), kind, sender.name, block, count, text)],
+                       sender, flush_after=True)
         if self.cluster is not None:
             self.cluster.flush()
         return True
@@ -429,8 +429,10 @@ class Room:
         for event in events:
             event.first = self.last_id + 1
             self.last_id += event.count
-            self._keep(event)
         self._fan_out(events, sender)
+        # Kept after the fan-out (the receivers wait less), in the same hold of the lock.
+        for event in events:
+            self._keep(event)
 
     def _keep(self, event: wire.Event) -> None:
         """Keep event in the ring (and the file), the oldest dropped past its bounds."""
@@ -473,9 +475,9 @@ class Room:
         text = "%d event%s of the room missed: said on other servers while this one could " \
                "not hear them" % (count, "" if count == 1 else "s")
         with self.lock:
-            for member in [m for m in self.members if m.state == JOINED]:
-                self.writer.put(member.queue, wire.reply(member.fmt, "missed", text, self.clock(),
-                                                         events=count))
+            for fmt, queues in self.audience.items():
+                reply = wire.reply(fmt, "missed", text, self.clock(), events=count)
+                self.writer.put_all(queues, reply)
 
     def adopt(self, epoch: str, events: List[wire.Event]) -> None:
         """Take the cluster's run of ids (its epoch) and its latest events,
@@ -489,9 +491,8 @@ class Room:
             self.replays.clear()
 
     def announce(self, kind: str, names: List[str], detail: str = "") -> None:
-        """Notices for members the room does not hold: a leave for each of
-        another server that is gone, a join for each of this one when the
-        others had taken it for gone."""
+        """Notices for members the room does not hold: a leave for each of another server
+        that is gone, a join for each of this one when the others had taken it for gone."""
         with self.lock:
             for name in names:
                 self._announce(kind, name, detail)
@@ -564,8 +565,7 @@ class Room:
         self._emit([self._event(notice.kind, notice=notice) for notice in folded])
 
     def _notice_wait(self) -> float:
-        """How long notices wait to be folded: longer in a larger room,
-        where each flush is a write to every member."""
+        """How long notices wait to be folded: longer in a larger room (a flush writes to all)."""
         return min(self.notice_delay_max, max(self.notice_delay, len(self.members) * 0.0001))
 
     # -- timers -------------------------------------------------------------
@@ -593,8 +593,7 @@ class Room:
                 self.timers.wait(wait)
 
     def _resume_after_pause(self, paused: float) -> None:
-        """The process was stopped (SIGSTOP, a suspended machine): that time
-        does not count as members' silence."""
+        """The process was stopped (SIGSTOP, a suspended machine): not members' silence."""
         assert self.lock.locked()
         for member in self.members:
             member.last_heard += paused

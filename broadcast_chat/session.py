@@ -55,17 +55,19 @@ class Session:
         if too_long:
             self.error("line_too_long", "line too long: %d line%s over %d bytes not sent" % (
                 too_long, "" if too_long == 1 else "s", self.max_line), lines=too_long)
+        member, room = self.member, self.room
         count = count_lines(steps)
         if count:
             # Only complete lines that say something are activity: a byte
             # now and then, or a blank line, does not keep a member here.
-            self.member.last_heard = time.monotonic()
-        granted = self.within_rate(count)
-        if granted < count:
-            steps = first_lines(steps, granted)
-        member, room = self.member, self.room
+            member.last_heard = time.monotonic()
+        granted = self.bucket.take(count)
+        if granted == count:
+            self.strikes = 0
+        else:
+            steps = first_lines(steps, self.refuse(count, granted))
         for step in steps:
-            if isinstance(step, Say):
+            if type(step) is Say:
                 if member.name is None:
                     room.name_guest(member)
                 self.relay(room.say, step.block, step.count, count=step.count)
@@ -79,22 +81,19 @@ class Session:
         refused with a notice. Most members behind, and staying behind, is a
         burst from many senders at once: refusing it keeps every reader's
         queue bounded, so nobody who reads is dropped for it."""
-        deadline = time.monotonic() + self.busy_wait
-        while not say(self.member, *args):
-            if time.monotonic() >= deadline or not self.room.writer.wait_for_space():
-                break
-        else:
+        if say(self.member, *args):
             return
+        deadline = time.monotonic() + self.busy_wait
+        while time.monotonic() < deadline and self.room.writer.wait_for_space():
+            if say(self.member, *args):
+                return
         self.error("busy", "room busy: %d line%s not sent; try again in a moment"
                    % (count, "" if count == 1 else "s"), lines=count)
 
-    def within_rate(self, count: int) -> int:
-        """How many of count lines the flood limit lets through; a warning
-        for the rest, and a disconnect after flood_strikes refusals in a row."""
-        granted = self.bucket.take(count)
-        if granted == count:
-            self.strikes = 0
-            return count
+    def refuse(self, count: int, granted: int) -> int:
+        """The flood limit let granted of count lines through: a warning for
+        the rest, and a disconnect after flood_strikes refusals in a row.
+        Returns how many lines may still go."""
         self.strikes += 1
         if self.strikes >= self.flood_strikes:
             self.room.drop(self.member, "flooding", tell=True)

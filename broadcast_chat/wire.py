@@ -233,8 +233,9 @@ class Event:
         stamp = clock_stamp(self.time)
         if self.kind == "message":
             prefix = ("%s <%s> " % (stamp, self.name)).encode("utf-8")
-            block = self.block
-            return prefix + block[:-1].replace(b"\n", b"\n" + prefix) + b"\n"
+            if self.count == 1:
+                return prefix + self.block
+            return prefix + self.block[:-1].replace(b"\n", b"\n" + prefix) + b"\n"
         if self.kind == "action":
             return fmt_action(stamp, self.name, self.text).encode("utf-8")
         return fmt_notice(stamp, notice_text(self.notice)).encode("utf-8")
@@ -308,6 +309,8 @@ def _json_message_block(head: Dict[str, Any], name: str, block: bytes) -> bytes:
 
 
 def render_events(events: Sequence[Event], fmt: str) -> bytes:
+    if len(events) == 1:    # a line said: the usual case
+        return events[0].render(fmt)
     return b"".join([event.render(fmt) for event in events])
 
 

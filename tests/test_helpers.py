@@ -2,6 +2,7 @@
 
 import json
 import os
+import random
 import tempfile
 import threading
 import time
@@ -10,6 +11,7 @@ import unittest
 from tests import support  # (also puts the repository on sys.path)
 
 import helpers
+from broadcast_chat import protocol
 from helpers import Action, LineFramer
 
 
@@ -454,6 +456,19 @@ class TakePlainTest(unittest.TestCase):
             framer = LineFramer(10)
             self.assertIsNone(framer.take_plain(data), data)
             self.assertEqual(framer._rest, b"", data)   # nothing consumed
+
+    def test_the_one_pass_check_of_a_short_block_agrees_with_the_long_check(self):
+        rng = random.Random(98)
+        pieces = [b"plain", b"a/b", b"/cmd", b" lead", b"", b"tab\t", b"cr\r", b"\x7f",
+                  b"~}", b"caf\xc3\xa9", b"\x1b[2J", b"x y", b"//", b"\x00"]
+        checked = {True: 0, False: 0}
+        for _ in range(3000):
+            block = b"".join(rng.choice(pieces) + b"\n" for _ in range(rng.randrange(1, 6)))
+            self.assertLessEqual(len(block), protocol.SHORT_BLOCK)
+            plain = protocol._is_plain_long(block, 4096)
+            self.assertEqual(protocol._is_plain_block(block, 4096), plain, block)
+            checked[plain] += 1
+        self.assertGreater(min(checked.values()), 100)   # both answers were met
 
     def test_nothing_is_taken_while_an_overlong_line_is_discarded(self):
         framer = LineFramer(10)
