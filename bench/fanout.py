@@ -888,7 +888,18 @@ def churn_worker(conn, spec):
 # Scenario drivers (parent side)
 
 
-CTX = multiprocessing.get_context("spawn")
+def worker_context():
+    """Worker processes: forked from a server process that has imported this
+    module once (a spawned worker imports it anew, most of a short run's
+    CPU), or spawned where there is no fork (Windows)."""
+    if "forkserver" not in multiprocessing.get_all_start_methods():
+        return multiprocessing.get_context("spawn")
+    ctx = multiprocessing.get_context("forkserver")
+    ctx.set_forkserver_preload(["__main__"])
+    return ctx
+
+
+CTX = worker_context()
 
 
 class Worker:
@@ -1276,7 +1287,7 @@ def main(argv=None):
     q = args.quick
     clients, senders = (6, 2) if q else (args.clients, args.senders)
     duration = 0.5 if q else args.duration
-    flat_duration = 0.2 if q else args.duration
+    flat_duration = 0.1 if q else args.duration
     many = 50 if q else args.many
     Target.server = os.path.abspath(args.server)
     Target.server_args = shlex.split(args.server_args)
