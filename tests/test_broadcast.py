@@ -7,7 +7,7 @@ import subprocess
 import tempfile
 import unittest
 
-from tests.support import PYTHON, ROOT, TIMEOUT, WINDOWS, LineLog, Peer, child_env, drain
+from tests.support import CHILD, PYTHON, ROOT, TIMEOUT, WINDOWS, LineLog, Peer, child_env, drain
 
 BROADCAST = os.path.join(ROOT, "broadcast.py")
 
@@ -17,7 +17,7 @@ class BroadcastCommandTest(unittest.TestCase):
         folder = tempfile.TemporaryDirectory(prefix="chat-test-")
         self.addCleanup(folder.cleanup)
         started = subprocess.Popen(
-            [PYTHON, BROADCAST, "start", "--port", "0",
+            CHILD + [BROADCAST, "start", "--port", "0",
              "--clients-file", os.path.join(folder.name, "clients.json")],
             stdin=subprocess.DEVNULL, stdout=subprocess.PIPE, stderr=subprocess.PIPE,
             env=child_env(), cwd=folder.name)
@@ -30,7 +30,7 @@ class BroadcastCommandTest(unittest.TestCase):
         port = int(log.expect(r"^Server running on 127\.0\.0\.1:(\d+)$").group(1))
         with Peer(port, "alice") as alice:
             result = subprocess.run(
-                [PYTHON, BROADCAST, "connect", "--port", str(port), "--name", "bot"],
+                CHILD + [BROADCAST, "connect", "--port", str(port), "--name", "bot"],
                 input="hello from broadcast.py\n", stdout=subprocess.PIPE,
                 stderr=subprocess.PIPE, universal_newlines=True, env=child_env(),
                 timeout=TIMEOUT)
@@ -48,12 +48,12 @@ class BroadcastCommandTest(unittest.TestCase):
         self.assertNotIn("Traceback", errors.text())
 
     def test_version_and_a_missing_command(self):
-        version = subprocess.run([PYTHON, BROADCAST, "--version"], stdout=subprocess.PIPE,
+        version = subprocess.run(CHILD + [BROADCAST, "--version"], stdout=subprocess.PIPE,
                                  stderr=subprocess.STDOUT, universal_newlines=True,
                                  timeout=TIMEOUT)
         self.assertEqual(version.returncode, 0)
         self.assertRegex(version.stdout, r"^broadcast\.py \d+\.\d+\.\d+$")   # as it was started
-        bare = subprocess.run([PYTHON, BROADCAST], stdout=subprocess.PIPE,
+        bare = subprocess.run(CHILD + [BROADCAST], stdout=subprocess.PIPE,
                               stderr=subprocess.PIPE, universal_newlines=True, timeout=TIMEOUT)
         self.assertEqual(bare.returncode, 2)
         self.assertIn("start", bare.stderr)
@@ -108,7 +108,7 @@ class LayoutTest(unittest.TestCase):
         code = ("import sys; sys.argv = ['x', '--version']\n"
                 "from broadcast_chat import cli, server\n"
                 "print(sorted(m for m in ('readline', 'ctypes') if m in sys.modules))\n")
-        out = subprocess.run([PYTHON, "-c", code], cwd=ROOT, stdout=subprocess.PIPE,
+        out = subprocess.run(CHILD + ["-c", code], cwd=ROOT, stdout=subprocess.PIPE,
                              universal_newlines=True, timeout=TIMEOUT).stdout
         self.assertEqual(out.strip(), "[]")
 
@@ -118,6 +118,6 @@ class LayoutTest(unittest.TestCase):
                 "import helpers, server, client, broadcast\n"
                 "from broadcast_chat import room, writer, session, server as s\n"
                 "print(before == (sys.getswitchinterval(), threading.stack_size()))\n")
-        out = subprocess.run([PYTHON, "-c", code], cwd=ROOT, stdout=subprocess.PIPE,
+        out = subprocess.run(CHILD + ["-c", code], cwd=ROOT, stdout=subprocess.PIPE,
                              universal_newlines=True, timeout=TIMEOUT).stdout
         self.assertEqual(out.strip(), "True")

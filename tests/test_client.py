@@ -39,7 +39,7 @@ class PipeClientTest(ClientTestCase):
     @unittest.skipIf(WINDOWS, "a POSIX shell's printf")
     def test_printf_pipe_sends_lines_and_exits_0(self):
         bob = self.peer("bob")
-        command = "printf 'hello\\nworld\\n' | %s %s --port %d --name bot" % (
+        command = "printf 'hello\\nworld\\n' | %s -S %s --port %d --name bot" % (
             PYTHON, CLIENT, self.server.port)
         proc = subprocess.Popen(command, shell=True, stdout=subprocess.PIPE,
                                 stderr=subprocess.PIPE, env=child_env(), cwd=ROOT)

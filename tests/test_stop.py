@@ -13,7 +13,7 @@ import tempfile
 import time
 import unittest
 
-from tests.support import (PYTHON, ROOT, SERVER, WINDOWS, Peer, ServerProcess, ServerTestCase,
+from tests.support import (CHILD, ROOT, SERVER, WINDOWS, Peer, ServerProcess, ServerTestCase,
                            TerminalClient, drain)
 
 RAISE_ON_INPUT = (
@@ -37,7 +37,7 @@ class RaisedSignalTest(ServerTestCase):
 
     def start_stoppable(self, signal_name: str) -> ServerProcess:
         server = ServerProcess()
-        server.command = [PYTHON, "-c", RAISE_ON_INPUT, signal_name]
+        server.command = CHILD + ["-c", RAISE_ON_INPUT, signal_name]
         self.addCleanup(server.__exit__)
         proc = subprocess.Popen(server.command + server.args, cwd=server.folder,
                                 stdin=subprocess.PIPE, stdout=subprocess.PIPE,
