@@ -64,9 +64,9 @@ def write_json_atomic(path: str, value: Any, patience: float = REPLACE_PATIENCE)
     fd, tmp = tempfile.mkstemp(prefix=".clients-", suffix=".tmp", dir=folder)
     try:
         with os.fdopen(fd, "w", encoding="utf-8") as handle:
-            # Compact: indent= would use the pure-Python encoder, 3 times slower.
-            json.dump(value, handle, ensure_ascii=False)
-            handle.write("\n")
+            # One string from dumps(), compact: json.dump() and indent= both
+            # take the pure-Python encoder, several times slower.
+            handle.write(json.dumps(value, ensure_ascii=False) + "\n")
             handle.flush()
             os.fsync(handle.fileno())
         replace(tmp, path, patience)
