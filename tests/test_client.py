@@ -368,7 +368,13 @@ class TerminalClientTest(ClientTestCase):
         self.assertNoTraceback(tty.text())
 
     def test_a_paste_is_paced_under_the_flood_limit_and_arrives_whole(self):
-        server = self.start_server("--rate-limit", "50", "--burst", "10")
+        # The server counts a read's lines when it reads them, its bucket
+        # never holding more than the burst: a reader held up longer than
+        # burst / 45 s (a loaded machine) would find more lines waiting
+        # than tokens, sent at the pace all the same. With --burst 10 that
+        # was 0.22 s, and CI met it once; 50 leaves about a second. The
+        # paste (150 lines) still outruns the client's burst of 25.
+        server = self.start_server("--rate-limit", "50", "--burst", "50")
         bob = self.peer("bob", server)
         tty = self.joined(bob, "--no-color", port=server.port)
         count = 150
