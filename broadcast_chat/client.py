@@ -39,7 +39,6 @@ from .tls import read_password
 BACKOFF_MAX = 30.0
 QUIT_TIMEOUT = 10.0
 UNSENT_MAX = 100        # lines typed while disconnected, kept to send after reconnecting
-UP_OVER = "\033[1A\r\033[2K"  # up over the last status, to write the next in its place
 
 class Client:
     def __init__(self, options: argparse.Namespace, out: TextIO = sys.stdout) -> None:
@@ -117,16 +116,19 @@ class Client:
         if self.interactive:
             text = display.hang(text, shutil.get_terminal_size().columns)
         with self.print_lock:
-            if self.interactive and self.transient and transient:
-                text = UP_OVER + text
+            replaces = self.interactive and self.transient and transient
             self.transient = transient and self.interactive and "\n" not in text
             if not self.at_prompt:
                 self.printed_below += 1
+            if self.line_prompt is not None and self.at_prompt:
+                # Printed by the thread at the prompt, which knows then
+                # whether the status to replace is still the line above.
+                self.line_prompt.above(text + "\n", replaces)
+                return
+            if replaces:
+                text = terminal.UP_OVER + text
             if self.console is not None and self.at_prompt:
                 self.console.print_above(text)
-                return
-            if self.line_prompt is not None and self.at_prompt:
-                self.line_prompt.above(text + "\n")    # printed by the thread at the prompt
                 return
             if not (self.interactive and self.at_prompt):
                 write_text(self.out, text + "\n")
@@ -407,11 +409,9 @@ class Client:
                     self.at_prompt = False
                     self.transient = False      # Enter moved the screen on
                     self.printed_below = 0
-                    # What came as the line was entered goes below it (not
-                    # over it: the status it would replace is above it now).
-                    pending = self.line_prompt.take_posted() if self.line_prompt else ""
-                    if pending.startswith(UP_OVER):
-                        pending = pending[len(UP_OVER):]
+                    # What came as the line was entered goes below it.
+                    pending = self.line_prompt.take_posted(moved_on=True) \
+                        if self.line_prompt else ""
                     if pending:
                         write_text(self.out, pending)
                         self.out.flush()

@@ -12,6 +12,8 @@ import sys
 import threading
 from typing import Callable, Optional
 
+UP_OVER = "\033[1A\r\033[2K"  # up over the last line (a status), to write the next in its place
+
 
 def load_readline():
     """The readline module, or None (Windows, or a Python built without it)."""
@@ -84,16 +86,22 @@ class LinePrompt:
         except BlockingIOError:
             pass        # the pipe is full: the thread at the prompt is woken already
 
-    def above(self, text: str) -> None:
-        """Have text printed above the prompt (any thread)."""
-        self.posted.append(text)
+    def above(self, text: str, replaces: bool = False) -> None:
+        """Have text printed above the prompt (any thread); replaces: in
+        place of the line printed last (a status), if that is still the
+        line above the prompt when it is drawn."""
+        self.posted.append((text, replaces))
         self._wake()
 
-    def take_posted(self) -> str:
-        """The text queued and not printed yet, taken off the queue."""
+    def take_posted(self, moved_on: bool = False) -> str:
+        """The text queued and not printed yet, taken off the queue, to be
+        written above the prompt; moved_on: the screen moved on since the
+        last line was printed (Enter), so the first replaces nothing."""
         taken = []
         while self.posted:
-            taken.append(self.posted.popleft())
+            text, replaces = self.posted.popleft()
+            taken.append(UP_OVER + text if replaces and not moved_on else text)
+            moved_on = False
         return "".join(taken)
 
     def _draw_posted(self) -> None:
