@@ -1088,6 +1088,7 @@ def run_many(target, nclients, procs, echo=print, ws=False, ports=None):
     workers = []
     per = (nclients + procs - 1) // procs
     base_rss = target.rss()
+    cpu0 = target.cpu()
     t0 = time.monotonic()
     try:
         for k in range(procs):
@@ -1096,6 +1097,7 @@ def run_many(target, nclients, procs, echo=print, ws=False, ports=None):
                                                 "inflight": 400, "timeout": 60, "ws": ws,
                                                 "ports": ports}))
         regs = [w.expect("registered", 90) for w in workers]
+        register_cpu = target.cpu() - cpu0
         registered = sum(r[1] for r in regs)
         t_reg = max(r[2] for r in regs) / 1e6 - t0
         errors = sum(r[3] for r in regs)
@@ -1112,7 +1114,7 @@ def run_many(target, nclients, procs, echo=print, ws=False, ports=None):
     want = sum(d[2] for d in dones)
     lat = [(t - t_send) / 1000.0 for t in times]
     return {"target": target.kind, "clients": nclients, "registered": registered,
-            "register_s": t_reg, "connect_errors": errors, "final_got": len(times),
+            "register_s": t_reg, "register_cpu_s": register_cpu, "connect_errors": errors, "final_got": len(times),
             "final_want": want, "p50_ms": percentile(lat, 50), "p99_ms": percentile(lat, 99),
             "max_ms": max(lat) if lat else float("nan"),
             "hwm_mib": hwm / 1048576.0, "kib_per_client": hwm / 1024.0 / nclients,
@@ -1413,14 +1415,17 @@ def main(argv=None):
                 targets[:] = saved
             r = out.get("ours", {})
             if "error" not in r:
-                echo("  [ours] registered %d of %d in %.2f s (%d connect retries); final line reached "
-                     "%d of %d: p50 %.1f ms p99 %.1f ms max %.1f ms" % (
-                         r["registered"], many, r["register_s"], r["connect_errors"], r["final_got"],
+                echo("  [ours] registered %d of %d in %.2f s (server CPU %.2f s, %d connect retries); "
+                     "final line reached %d of %d: p50 %.1f ms p99 %.1f ms max %.1f ms" % (
+                         r["registered"], many, r["register_s"], r["register_cpu_s"],
+                         r["connect_errors"], r["final_got"],
                          r["final_want"], r["p50_ms"], r["p99_ms"], r["max_ms"]))
                 echo("  [ours] peak RSS %.1f MiB = %.1f KiB per client (%.1f KiB above the idle server); %s"
                      % (r["hwm_mib"], r["kib_per_client"], r["net_kib_per_client"], gen_note(r["gen_cpu"])[0]))
             results["many"] = out
             report.row("many (%d)" % many, "all registered s", r.get("register_s"), None, "%.2f", "low")
+            report.row("many (%d)" % many, "server CPU to register s", r.get("register_cpu_s"), None,
+                       "%.2f", "low")
             report.row("many (%d)" % many, "one line to all p99 ms", r.get("p99_ms"), None, "%.1f", "low")
             report.row("many (%d)" % many, "peak KiB per client", r.get("kib_per_client"), None, "%.1f", "low")
             if args.ws:
