@@ -181,6 +181,11 @@ class TerminalClientTest(ClientTestCase):
 
     def joined(self, bob, *args, **kwargs):
         """A terminal client called tty, reading keys, that bob saw join."""
+        # bob's own join notice waits to be folded with others; /who orders
+        # it first, so that tty finds it in the history. Else, with the
+        # server's timer late (a busy machine), tty could join before it and
+        # see it live, with no history to end.
+        bob.sync()
         tty = self.terminal("--name", "tty", *args, **kwargs)
         tty.expect(r"-- welcome, tty! ")
         bob.expect(r"-- tty joined$")
