@@ -288,6 +288,7 @@ class TerminalResumeTest(ServerTestCase):
     def test_after_a_restart_it_shows_what_it_missed_and_sends_what_was_typed(self):
         port = self.server.port
         bob = self.peer("bob")
+        bob.sync()      # bob's join notice ordered, so that tty has a history to end
         tty = TerminalClient(port, "--name", "tty", "--no-color")
         self.addCleanup(tty.close)
         tty.expect(r"-- end of earlier messages\r\n(?=tty> )")   # the last line of joining
@@ -322,6 +323,7 @@ class TerminalResumeTest(ServerTestCase):
     def test_a_line_the_server_never_read_is_sent_again_after_a_restart(self):
         port = self.server.port
         bob = self.peer("bob")
+        bob.sync()      # bob's join notice ordered, so that tty has a history to end
         tty = TerminalClient(port, "--name", "tty", "--no-color")
         self.addCleanup(tty.close)
         tty.expect(r"-- end of earlier messages\r\n(?=tty> )")
