@@ -156,6 +156,7 @@ class Target:
     server = SERVER     # --server PATH: measure another copy (before/after)
     server_cpus = None  # --pin: the CPUs the server runs on
     server_args = []    # --server-args: options added to ours (e.g. --history 0)
+    peer_command = ["ncat", "--chat", "-l"]     # --peer: what runs in ncat's place
 
     @classmethod
     def ours_command(cls, clients_file, port=0):
@@ -186,7 +187,7 @@ class Target:
             self.port = free_port()
             self.errfile = os.path.join(tmpdir, "ncat-%d.err" % self.port)
             with open(self.errfile, "wb") as err:
-                self.proc = subprocess.Popen(["ncat", "--chat", "-l", HOST, str(self.port)],
+                self.proc = subprocess.Popen(self.peer_command + [HOST, str(self.port)],
                                              stdin=subprocess.DEVNULL,
                                              stdout=subprocess.DEVNULL, stderr=err)
             deadline = time.monotonic() + 5
@@ -1274,7 +1275,12 @@ def main(argv=None):
     ap.add_argument("--pin", action="store_true",
                     help="the server (ours or ncat) on CPU 0, this load generator and its "
                          "workers on the others: no core shared (Linux, 2 CPUs or more)")
+    ap.add_argument("--peer", metavar="'COMMAND'",
+                    help="run this in ncat's place (given HOST PORT), e.g. 'python3 "
+                         "bench/floor.py threads': the floor of a Python relay")
     args = ap.parse_args(argv)
+    if args.peer:
+        Target.peer_command = shlex.split(args.peer)
     if args.pin:
         cpus = sorted(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else []
         if len(cpus) < 2:
@@ -1294,11 +1300,13 @@ def main(argv=None):
     Target.server = os.path.abspath(args.server)
     Target.server_args = shlex.split(args.server_args)
     nofile = raise_file_limit()
-    use_ncat = ncat_available() and not args.no_ncat
+    use_ncat = (ncat_available() or bool(args.peer)) and not args.no_ncat
     targets = ["ours"] + (["ncat"] if use_ncat else [])
     echo("Broadcast Chat fan-out benchmark: %d CPUs, Python %s, RLIMIT_NOFILE %d, ncat %s"
          % (os.cpu_count() or 0, sys.version.split()[0], nofile,
             "yes" if use_ncat else ("not run" if ncat_available() else "not installed")))
+    if args.peer:
+        echo("in the ncat column: %s" % args.peer)
     echo("load average at start: %s (other work on the machine skews every figure)"
          % load_average())
     echo("PROTECTION IS OFF: our server runs with --rate-limit 0 --queue-limit %d "

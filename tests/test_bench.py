@@ -2,6 +2,7 @@
 
 import json
 import os
+import shlex
 import shutil
 import subprocess
 import sys
@@ -47,6 +48,18 @@ class BenchSmokeTest(unittest.TestCase):
         churn = results["churn"]["ours"]
         self.assertGreater(churn["connections"], 0, text)
         self.assertTrue(churn["clients_json_empty"], text)
+
+    def test_the_python_floor_relays_every_line_in_ncats_place(self):
+        floor = os.path.join(ROOT, "bench", "floor.py")
+        for mode in ("threads", "select"):
+            results, text = run_bench(self, BENCH, "--quick", "--scenario", "paced", "--peer",
+                                      "%s -S %s %s" % (shlex.quote(sys.executable),
+                                                        shlex.quote(floor), mode))
+            self.assertIn("in the ncat column: ", text)
+            peer = results["paced"]["ncat"]
+            self.assertNotIn("error", peer, text)
+            self.assertGreater(peer["sent"], 0, text)
+            self.assertEqual(peer["delivered"], peer["expected"], "%s\n%s" % (mode, text))
 
 
 @unittest.skipIf(sys.platform == "win32", "bench/cluster.py reads /proc and its workers select() "
