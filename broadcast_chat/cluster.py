@@ -252,7 +252,11 @@ class Cluster:
     def _connect_publisher(self) -> resp.Redis:
         conn = self._redis(self.timeout)
         conn.connect()
-        conn.call("SCRIPT", "LOAD", SCRIPTS["publish"])
+        try:
+            conn.call("SCRIPT", "LOAD", SCRIPTS["publish"])     # so EVALSHA finds it
+        except resp.RedisError:
+            conn.close()
+            raise
         return conn
 
     def _published(self, batch: List[_Item], firsts: List[int]) -> None:

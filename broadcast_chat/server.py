@@ -5,9 +5,11 @@ client, what comes before joining (TLS, HTTP, the password), and shutdown
 The path of one line: a reader thread's recv() -> protocol.classify()
 (steps: a Say block or commands) -> Session.handle() (flood limit) ->
 Room.say() (orders it: an Event with an id, under the lock) ->
-Room._fan_out() (one rendering per format, Writer.put() for each member)
--> the Writer thread: Writer._take() (the queued pieces) -> Writer.write()
-(one non-blocking sendmsg of them all).
+Room._fan_out() (one rendering per format, Writer.put_all() over the
+members' send queues) -> in a room of up to 16, this thread's own
+Writer.write() to each member; in a larger one the Writer thread's:
+Writer._take() (a member's queued pieces) -> Writer.write() (one
+non-blocking send or sendmsg of them all).
 """
 
 import _thread
