@@ -52,9 +52,10 @@ class Publisher:
         self.published = published
         self.lost = lost
         self.send_lock = threading.Lock()
-        self.conn = None            # type: Optional[resp.Redis]  (send_lock)
         self.conn_generation = 0
-        # Guarded by lock: the calls sent, oldest first, with their connection.
+        # Guarded by lock: the connection (the reply thread reads it while
+        # it is set), the calls sent on it, oldest first.
+        self.conn = None            # type: Optional[resp.Redis]
         self.in_flight = collections.deque()    # type: Deque[Tuple[List[Any], resp.Redis, int]]
         self.replied = threading.Condition(lock)
         self.stopped = False
@@ -76,9 +77,13 @@ class Publisher:
             self.send_waiting()
 
     def forget(self) -> None:
-        """The calls in flight are old news (their connection failed, or
-        the cluster stopped: the owner has them still). With lock held."""
+        """The connection and the calls in flight on it are old news (it
+        failed, or the cluster stopped: the owner has the events still).
+        With lock held. Closing it wakes whoever waits on it."""
         assert self.lock.locked()
+        if self.conn is not None:
+            self.conn.close()
+            self.conn = None
         self.in_flight.clear()
         self.replied.notify_all()
 
@@ -88,28 +93,37 @@ class Publisher:
         self.forget()
 
     def close(self) -> None:
-        with self.send_lock:
-            if self.conn is not None:
-                self.conn.close()
+        with self.lock:
+            self.forget()
 
     def send_waiting(self) -> None:
         """Send the waiting events in batches until none wait (send_lock held)."""
         while True:
             with self.lock:
                 generation = self.generation()
+                conn = self.conn
+                if conn is not None and self.conn_generation != generation:
+                    self.forget()   # of an earlier time joined
+                    conn = None
             if generation is None:
                 return
-            conn = self.conn
-            if conn is None or self.conn_generation != generation:
-                if conn is not None:
-                    conn.close()    # of an earlier time joined
-                self.conn = None
+            if conn is None:
                 try:
                     conn = self.connect()
                 except (resp.RedisConnectionError, resp.RedisError) as exc:
                     self.lost(exc, generation)
                     return
-                self.conn, self.conn_generation = conn, generation
+                if self.pipelined:
+                    # Replies wait as long as Redis takes: the control
+                    # connection finds a Redis gone, and then forget()
+                    # closes this one.
+                    conn.settimeout(None)
+                with self.lock:
+                    if self.generation() != generation:
+                        conn.close()
+                        continue
+                    self.conn, self.conn_generation = conn, generation
+                    self.replied.notify_all()
             with self.lock:
                 while (self.pipelined and len(self.in_flight) >= self.in_flight_max
                        and self.generation() == generation):
@@ -121,7 +135,6 @@ class Publisher:
                     return
                 if self.pipelined:
                     self.in_flight.append((batch, conn, generation))
-                    self.replied.notify_all()
             command = self.command(batch, floor)
             try:
                 if self.pipelined:
@@ -129,36 +142,42 @@ class Publisher:
                     continue
                 firsts = conn.call(*command)
             except (resp.RedisConnectionError, resp.RedisError) as exc:
-                conn.close()
+                with self.lock:
+                    if self.conn is conn:
+                        self.forget()
                 self.lost(exc, generation)
                 return
             self.published(batch, firsts)
 
     def read_replies(self) -> None:
-        """The reply thread (plain TCP): each call's reply, in order."""
+        """The reply thread (plain TCP): each call's reply, in order. It
+        waits in the connection's recv(), not for a call to be sent: a
+        reply then costs one wake-up."""
         while True:
             with self.lock:
-                while not self.in_flight and not self.stopped:
+                while self.conn is None and not self.stopped:
                     self.replied.wait()
                 if self.stopped:
                     return
-                entry = self.in_flight[0]
-            batch, conn, generation = entry
+                conn, generation = self.conn, self.conn_generation
             try:
                 firsts = conn.receive(1)[0]
                 if isinstance(firsts, resp.RedisError):
                     raise firsts
             except (resp.RedisConnectionError, resp.RedisError) as exc:
                 conn.close()
-                self.lost(exc, generation)
                 with self.lock:
-                    if self.in_flight and self.in_flight[0] is entry:
+                    ours = self.conn is conn
+                    if ours:
                         self.forget()
+                if ours:
+                    self.lost(exc, generation)
                 continue
             with self.lock:
-                current = bool(self.in_flight) and self.in_flight[0] is entry
+                entry = self.in_flight[0] if self.in_flight else None
+                current = entry is not None and entry[1] is conn
                 if current:
                     self.in_flight.popleft()
                     self.replied.notify_all()
             if current:
-                self.published(batch, firsts)
+                self.published(entry[0], firsts)
