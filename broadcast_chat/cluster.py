@@ -21,15 +21,13 @@ server.
 While Redis cannot be reached, this server's room goes on alone: events
 are shown here without ids and sent on when Redis answers again (a
 sequence number per server keeps the script from appending one twice),
-names are checked here only. Three connections: the publisher's
-(publisher.Publisher: several calls in flight, their replies read by a
-thread of their own), the reader's (its thread's alone, blocked in
-XREAD) and the control one (control_lock: presence, names, /who,
-whispers).
+names are checked here only. Three connections: the publisher's (taken
+with publish_lock, by the publisher thread or a sender's reader), the
+reader's (its thread's alone, blocked in XREAD) and the control one
+(control_lock: presence, names, /who, whispers).
 """
 
 import collections
-import hashlib
 import threading
 import time
 from typing import Any, Callable, Dict, List, Optional, Sequence, Tuple
@@ -39,12 +37,10 @@ from .clusterdata import (CLAIM, SCRIPTS, Delivery, InOrder, Keys, entry_event, 
                           node_name, publish_args)
 from .member import LEFT
 from .names import name_keys
-from .publisher import Publisher
 
 UP = "up"           # connected: events go through Redis
 DOWN = "down"       # not (yet, or not any more): the room goes on alone
 STOPPED = "stopped"
-PUBLISH_SHA = hashlib.sha1(SCRIPTS["publish"].encode("utf-8")).hexdigest()
 
 
 
@@ -111,17 +107,14 @@ class Cluster:
         self.local = {}         # type: Dict[int, Any]  serial -> member, for whispers in
         self.control = self._redis(self.timeout)
         self.control_lock = threading.Lock()
-        self.publisher = Publisher(self.lock, not address.tls, self._generation_up,
-                                   self._take_batch, self._publish_command,
-                                   self._connect_publisher, self._published, self._lost)
+        self.publisher = self._redis(self.timeout)  # taken with publish_lock
+        self.publisher_generation = 0
+        self.publish_lock = threading.Lock()
         self.calls = []         # type: List[List[Any]]  claims and releases waiting to run
         self.calls_lock = threading.Lock()
         self.threads = [threading.Thread(target=run, name=name, daemon=True) for run, name in (
             (self._control_loop, "cluster-control"), (self._publish_loop, "cluster-publish"),
             (self._read_loop, "cluster-read"))]
-        if self.publisher.pipelined:
-            self.threads.append(threading.Thread(target=self.publisher.read_replies,
-                                                 name="cluster-replies", daemon=True))
         self.stopped = threading.Event()
 
     def _redis(self, timeout: Optional[float]) -> resp.Redis:
@@ -158,8 +151,14 @@ class Cluster:
     def flush(self) -> None:
         """Send what waits from this thread (a sender's reader, which saves
         its line the hand-off to the publisher thread), unless another is
-        sending."""
-        self.publisher.flush(lambda: bool(self.queue) and self.state == UP)
+        sending: that one looks at the queue again after it is done."""
+        while self.queue and self.state == UP:
+            if not self.publish_lock.acquire(False):
+                return
+            try:
+                self._publish_waiting()
+            finally:
+                self.publish_lock.release()
 
     def busy(self) -> bool:
         """Whether Redis is this far behind: lines wait (the room says busy)."""
@@ -173,7 +172,6 @@ class Cluster:
             if self.state != UP or generation not in (None, self.generation):
                 return
             self.state = DOWN
-            self.publisher.forget()
             items = sorted(self.pending.values(), key=lambda item: item.seq)
             for item in items:
                 if not item.shown:
@@ -221,43 +219,40 @@ class Cluster:
                     self.changed.wait()
                 if self.state == STOPPED:
                     break
-            self.publisher.send_all()
+            with self.publish_lock:
+                self._publish_waiting()
         self.publisher.close()
 
-    # -- the publisher's side (publisher.Publisher) ------------------------------
-
-    def _generation_up(self) -> Optional[int]:
-        assert self.lock.locked()
-        return self.generation if self.state == UP else None
-
-    def _take_batch(self) -> Tuple[List[_Item], int]:
-        """The next events to publish, and the floor for their ids."""
-        assert self.lock.locked()
-        batch = []
-        size = 0
-        while self.queue and len(batch) < self.batch_max and size < self.batch_bytes:
-            item = self.queue.popleft()
-            length = len(item.event.block) + len(item.event.text)
-            self.queued_bytes -= length
-            if not item.done:
-                batch.append(item)
-                size += length
-        return batch, self.room.last_id
-
-    def _publish_command(self, batch: List[_Item], floor: int) -> List[Any]:
-        keys = [self.keys.counter, self.keys.events, self.keys.seqs]
-        return ["EVALSHA", PUBLISH_SHA, len(keys)] + keys + publish_args(
-            self.node, self.keep, floor, [(item.seq, item.event) for item in batch])
-
-    def _connect_publisher(self) -> resp.Redis:
-        conn = self._redis(self.timeout)
-        conn.connect()
-        try:
-            conn.call("SCRIPT", "LOAD", SCRIPTS["publish"])     # so EVALSHA finds it
-        except resp.RedisError:
-            conn.close()
-            raise
-        return conn
+    def _publish_waiting(self) -> None:
+        """Send the queue in batches, until it is empty (publish_lock held)."""
+        conn = self.publisher
+        while True:
+            with self.lock:
+                if self.state != UP:
+                    return
+                batch = []
+                size = 0
+                while self.queue and len(batch) < self.batch_max and size < self.batch_bytes:
+                    item = self.queue.popleft()
+                    length = len(item.event.block) + len(item.event.text)
+                    self.queued_bytes -= length
+                    if not item.done:
+                        batch.append(item)
+                        size += length
+                floor = self.room.last_id
+                if self.publisher_generation != self.generation:
+                    conn.close()    # of an earlier time joined
+                    self.publisher_generation = self.generation
+                generation = self.generation
+            if not batch:
+                return
+            try:
+                firsts = self._publish(conn, [(item.seq, item.event) for item in batch], floor)
+            except (resp.RedisConnectionError, resp.RedisError) as exc:
+                conn.close()
+                self._lost(exc, generation)
+                return
+            self._published(batch, firsts)
 
     def _published(self, batch: List[_Item], firsts: List[int]) -> None:
         """The ids Redis gave this server's events: each is delivered here
@@ -586,7 +581,6 @@ class Cluster:
             was_up = self.state == UP
             self.state = STOPPED
             self.changed.notify_all()
-            self.publisher.stop()
             # What was on its way, and the leaves of this server's members.
             events = [(item.seq, item.event) for item in
                       sorted(self.pending.values(), key=lambda item: item.seq)]
@@ -605,7 +599,7 @@ class Cluster:
         self.control.close()
         # The reader may be blocked in XREAD for read_block: not waited for.
         for thread in self.threads:
-            if thread.name not in ("cluster-read", "cluster-replies"):
+            if thread.name != "cluster-read":
                 thread.join(self.timeout)
 
     def _leave(self, events: List[Tuple[int, wire.Event]], floor: int) -> None:

@@ -9,7 +9,7 @@ import re
 import socket
 import ssl
 import urllib.parse
-from typing import Any, Callable, List, Optional, Sequence
+from typing import Any, List, Optional, Sequence
 
 from broadcast_chat.tls import describe_tls_error
 
@@ -188,8 +188,7 @@ def describe(address: RedisAddress) -> str:
 
 
 class Redis:
-    """One connection to Redis, used by one thread at a time (no locks),
-    or over plain TCP by two: one that send()s, one that receive()s.
+    """One connection to Redis, used by one thread at a time (no locks).
 
     Any socket error, timeout or end of stream during a command closes the
     connection and raises RedisConnectionError; connect() may then be
@@ -262,51 +261,33 @@ class Redis:
     def pipeline(self, commands: Sequence[Sequence[Any]]) -> List[Any]:
         """Send every command at once, then read one reply for each; error
         replies are RedisError instances in the list, not raised."""
-        self.send(commands)
-        return self.receive(len(commands))
-
-    def send(self, commands: Sequence[Sequence[Any]]) -> None:
-        """Send commands without reading their replies: receive() reads
-        them, in order. Over plain TCP (not TLS) one thread may send while
-        another receives."""
         payload = b"".join(encode(*command) for command in commands)
-        sock = self._sock
-        if sock is None:
+        if self._sock is None:
             raise RedisConnectionError("not connected to Redis at %s" % self.where)
-        self._io(sock.sendall, payload)
-
-    def receive(self, count: int) -> List[Any]:
-        """The next count replies (error replies as RedisError instances)."""
-        while len(self._replies) < count:
-            sock = self._sock
-            if sock is None:
-                raise RedisConnectionError("not connected to Redis at %s" % self.where)
-            data = self._io(sock.recv, self.recv_bufsize)
-            if not data:
-                self.close()
-                raise RedisConnectionError("Redis at %s closed the connection" % self.where)
-            try:
-                self._replies.extend(self._parser.feed(data))
-            except ProtocolError as exc:
-                self.close()
-                raise ProtocolError("Redis at %s: %s" % (self.where, exc))
-        replies = self._replies[:count]
-        del self._replies[:count]
-        return replies
-
-    def _io(self, call: Callable[[Any], Any], arg: Any) -> Any:
-        """call(arg) on the socket; a failure closes the connection and is
-        raised as RedisConnectionError."""
         try:
-            return call(arg)
+            self._sock.sendall(payload)
+            while len(self._replies) < len(commands):
+                data = self._sock.recv(self.recv_bufsize)
+                if not data:
+                    raise RedisConnectionError("Redis at %s closed the connection" % self.where)
+                self._replies.extend(self._parser.feed(data))
         except socket.timeout:
             self.close()
             raise RedisConnectionError("no reply from Redis at %s within %s s"
                                        % (self.where, self.timeout))
+        except ProtocolError as exc:
+            self.close()
+            raise ProtocolError("Redis at %s: %s" % (self.where, exc))
+        except RedisConnectionError:
+            self.close()
+            raise
         except OSError as exc:
             self.close()
             raise RedisConnectionError("lost the connection to Redis at %s: %s"
                                        % (self.where, exc.strerror or exc))
+        replies = self._replies[:len(commands)]
+        del self._replies[:len(commands)]
+        return replies
 
     def settimeout(self, seconds: Optional[float]) -> None:
         """The wait for each reply from now on (None: forever, for XREAD BLOCK)."""
@@ -315,13 +296,8 @@ class Redis:
             self._sock.settimeout(seconds)
 
     def close(self) -> None:
-        """Close; a thread blocked in receive() on it wakes with an error."""
         if self._sock is not None:
             sock, self._sock = self._sock, None
-            try:
-                sock.shutdown(socket.SHUT_RDWR)
-            except OSError:
-                pass
             try:
                 sock.close()
             except OSError:
