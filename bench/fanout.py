@@ -1115,8 +1115,8 @@ def run_many(target, nclients, procs, echo=print, ws=False, ports=None):
     want = sum(d[2] for d in dones)
     lat = [(t - t_send) / 1000.0 for t in times]
     return {"target": target.kind, "clients": nclients, "registered": registered,
-            "register_s": t_reg, "register_cpu_s": register_cpu, "connect_errors": errors, "final_got": len(times),
-            "final_want": want, "p50_ms": percentile(lat, 50), "p99_ms": percentile(lat, 99),
+            "register_s": t_reg, "register_cpu_s": register_cpu, "connect_errors": errors,
+            "final_got": len(times), "final_want": want, "p50_ms": percentile(lat, 50), "p99_ms": percentile(lat, 99),
             "max_ms": max(lat) if lat else float("nan"),
             "hwm_mib": hwm / 1048576.0, "kib_per_client": hwm / 1024.0 / nclients,
             "net_kib_per_client": (hwm - base_rss) / 1024.0 / nclients,
