@@ -5,11 +5,10 @@ import calendar
 import hashlib
 import re
 import time
-import unicodedata
 from typing import Any, Dict, List, Optional
 
 from .names import name_key
-from .text import sanitize
+from .text import columns, sanitize
 
 RESET = "\033[0m"
 DIM = "\033[2m"
@@ -165,13 +164,9 @@ _ESCAPE = re.compile("\x1b\\[[0-9;]*m")
 HANG = 6    # continuation lines start under the text, past "HH:MM "
 
 
-def _columns(ch: str) -> int:
-    return 2 if unicodedata.east_asian_width(ch) in ("W", "F") else 1
-
-
 def rows(line: str, width: int) -> int:
     """How many rows of a terminal width columns wide a line of plain text fills."""
-    used = sum(_columns(ch) for ch in line)
+    used = sum(columns(ch) for ch in line)
     return max(1, (used - 1) // max(1, width) + 1)
 
 
@@ -180,7 +175,7 @@ def hang(line: str, width: int, indent: int = HANG) -> str:
     text padded to the terminal's edge can then never start a line of its
     own that looks like another sender's ("12:34 <alice> ...")."""
     if width <= indent + 10 or len(line) <= width and not any(
-            _columns(ch) > 1 for ch in line):
+            columns(ch) > 1 for ch in line):
         return line
     out = []        # type: List[str]
     column = 0
@@ -189,7 +184,7 @@ def hang(line: str, width: int, indent: int = HANG) -> str:
     for match in list(_ESCAPE.finditer(line)) + [None]:
         end = match.start() if match else len(line)
         for ch in line[position:end]:
-            wide = _columns(ch)
+            wide = columns(ch)
             if column + wide > limit:
                 out.append("\n" + " " * indent)
                 column = indent

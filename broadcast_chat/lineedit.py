@@ -10,8 +10,9 @@ width) is the caller's.
 """
 
 import collections
-import unicodedata
 from typing import Callable, List, Optional
+
+from .text import columns
 
 # What feed() did, as Outcome.kind:
 NOTHING = "nothing"       # the key changed nothing (Left at the start, ...)
@@ -33,11 +34,7 @@ _JOINERS = frozenset("\u200c\u200d")
 def char_width(ch: str) -> int:
     """Columns ch takes on a terminal: 2 for wide East Asian characters and
     for ^Z, 0 for combining marks and joiners, 1 otherwise."""
-    if ch == CTRL_Z:
-        return 2
-    if ch in _JOINERS or unicodedata.combining(ch):
-        return 0
-    return 2 if unicodedata.east_asian_width(ch) in ("W", "F") else 1
+    return 2 if ch == CTRL_Z else columns(ch)
 
 
 def text_width(text: str) -> int:

@@ -35,3 +35,11 @@ def sanitize(text: str) -> str:
     if _MAYBE_UNSAFE.search(text) is None:
         return text
     return "".join([_render_char(ch) for ch in text])
+
+
+def columns(ch: str) -> int:
+    """Columns ch takes on a terminal: 2 for wide East Asian characters, 0
+    for combining marks and the joiners of emoji sequences, 1 otherwise."""
+    if ch in _KEPT_FORMAT_CHARS or unicodedata.combining(ch):
+        return 0
+    return 2 if unicodedata.east_asian_width(ch) in ("W", "F") else 1

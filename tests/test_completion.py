@@ -98,6 +98,15 @@ class DisplayTest(unittest.TestCase):
         self.assertEqual(display.rows("x" * 80, 80), 1)
         self.assertEqual(display.rows("x" * 81, 80), 2)
         self.assertEqual(display.rows("\u4e2d" * 41, 80), 2)
+        # Combining marks and emoji joiners take no column of their own.
+        self.assertEqual(display.rows("e\u0301" * 80, 80), 1)
+        self.assertEqual(display.rows("\U0001f469\u200d\U0001f52c" * 20, 80), 1)
+
+    def test_hang_counts_a_combining_mark_with_its_letter(self):
+        line = "23:24 <tty> " + "e\u0301" * 30     # 42 columns
+        self.assertEqual(display.hang(line, 60), line)
+        self.assertEqual(display.hang(line, 40),
+                         "23:24 <tty> " + "e\u0301" * 28 + "\n      " + "e\u0301" * 2)
 
 
 if __name__ == "__main__":
