@@ -232,11 +232,16 @@ class Client:
                 self.dropped = True
                 if self.interactive and not self.options.no_reconnect:
                     got = dict(got, text="%s; not reconnecting" % got.get("text"))
-            elif kind == "reply" and code == "renamed":
+            elif code in ("renamed", "name_reclaimed") and kind in ("reply", "error"):
                 new = got.get("name")
                 if isinstance(new, str) and new:
-                    self.name = new     # the prompt (and a reconnect) use it
-                return      # the room's notice of it shows it
+                    # The prompt and a reconnect use it; lines sent and not
+                    # yet seen come back under it.
+                    with self.sent_lock:
+                        self.sent_lines.renamed(self.name, new)
+                    self.name = new
+                if kind == "reply":
+                    return      # the room's notice of it shows it
             elif kind == "reply" and (code == "token" or code == "resumed" and not (
                     got.get("events") or got.get("missed"))):
                 return      # nothing to tell the person
@@ -422,7 +427,7 @@ class Client:
                 self.wake.set()     # Enter while disconnected: try again now
             # A paste that readline took as one line (bracketed paste) is
             # still sent as the lines it was.
-            for line in text.splitlines():
+            for line in typed_lines(text):
                 if line.strip():
                     self.put_typed(line)
             if text.split(" ", 1)[0].lower() == "/quit":
@@ -534,6 +539,13 @@ class Client:
         if self.refused and self.exit_code == 0:
             self.exit_code = 1
         return self.exit_code
+
+
+def typed_lines(text: str) -> List[str]:
+    """The lines of what was typed or pasted at once: split at newlines
+    only, as the protocol ends a line (str.splitlines() would also split at
+    U+2028, form feed and the like, which belong to the line)."""
+    return [line[:-1] if line.endswith("\r") else line for line in text.split("\n")]
 
 
 def retry_reason(exc: BaseException) -> str:

@@ -124,6 +124,13 @@ class SentLines:
             if len(self.lines) > self.limit:
                 self.lines.popleft()
 
+    def renamed(self, old: str, new: str) -> None:
+        """The server now calls us new: the lines it has not echoed yet, it
+        echoes under that name (it handles a connection's lines in order)."""
+        for index, entry in enumerate(self.lines):
+            if entry[0] == old:
+                self.lines[index] = (new,) + entry[1:]
+
     def unsend(self, line: str) -> None:
         """line, noted as sent last, did not go out after all."""
         if self.lines and self.lines[-1][3] == line:

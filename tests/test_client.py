@@ -16,12 +16,22 @@ from tests.support import (CLIENT, PYTHON, ROOT, TIMEOUT, WINDOWS, ClientProcess
                            run_client, wait_until)
 
 import helpers
+from broadcast_chat.connection import Connection, StreamPosition
 
 
 class ClientTestCase(ServerTestCase):
     def assertNoTraceback(self, text):
         self.assertNotIn("Traceback", text)
         self.assertNotIn("Error:", text.replace("client.py: error:", ""))
+
+
+class TypedLinesTest(unittest.TestCase):
+    def test_a_paste_is_split_at_newlines_only(self):
+        from broadcast_chat.client import typed_lines
+        self.assertEqual(typed_lines("one\r\ntwo\nthree"), ["one", "two", "three"])
+        # Line and paragraph separators, NEL and form feed belong to the line.
+        self.assertEqual(typed_lines("before\u2028after, next\x85line\x0cend"),
+                         ["before\u2028after, next\x85line\x0cend"])
 
 
 class PipeClientTest(ClientTestCase):
@@ -269,6 +279,24 @@ class TerminalClientTest(ClientTestCase):
         tty.wait_reading()
         tty.type("x")
         tty.expect(r"tyler> x")
+
+    def test_a_name_taken_back_by_its_owner_is_followed_by_the_prompt(self):
+        bob = self.peer("bob")
+        position = StreamPosition()
+        owner = Connection("127.0.0.1", self.server.port)
+        self.assertEqual(owner.register("tty", position.see, position=position), "tty")
+        owner.close()
+        bob.expect(r"-- tty left")
+        tty = self.joined(bob, "--no-color")     # the name, while its owner is away
+        again = Connection("127.0.0.1", self.server.port)
+        self.addCleanup(again.close)
+        self.assertEqual(again.register("tty", position.see, position=position), "tty")
+        guest = bob.expect(r"-- tty is now known as (guest-\d+)$").group(1)
+        tty.expect(r"you are now %s \(/nick NAME picks another\)(\x1b\[0m)?\r\n(?=%s> )"
+                   % (guest, guest))
+        tty.wait_reading()
+        tty.type("x")
+        tty.expect(r"%s> x" % guest)
 
     def test_prompt_is_shown_once_at_start(self):
         bob, tty = self.bob_and_tty()

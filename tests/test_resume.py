@@ -252,6 +252,15 @@ class SentLinesTest(unittest.TestCase):
         self.assertEqual(sent.take(), ["three"])
         self.assertEqual(len(sent), 0)
 
+    def test_lines_not_echoed_yet_come_back_under_a_new_name(self):
+        sent = SentLines()
+        for line in ("one", "two"):
+            sent.sent("tty", line)
+        sent.see(own("message", "one"))
+        sent.renamed("tty", "guest-1")      # taken back by its owner, or /nick
+        sent.see(own("message", "two", name="guest-1"))
+        self.assertEqual(sent.take(), [])
+
     def test_a_refusal_leaves_nothing_to_send_again(self):
         sent = SentLines()
         sent.sent("tty", "one")
