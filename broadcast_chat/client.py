@@ -21,7 +21,7 @@ import ssl
 import sys
 import threading
 import time
-from typing import Iterable, Iterator, List, Optional, TextIO
+from typing import Iterable, List, Optional, TextIO
 
 from . import display, terminal, winconsole
 from .clientoptions import client_tls_context, parse_client_args, settle_address
@@ -31,7 +31,7 @@ from .connection import (REFUSED_CODES, RESEND, ChatError, Connection, Received,
 from .console import open_console_prompt, write_text
 from .names import check_name, name_from_hostname
 from .net import is_loopback
-from .pacer import Pacer
+from .pacer import Pacer, pipe_lines, typed_lines
 from .protocol import TokenBucket
 from .text import sanitize
 from .tls import read_password
@@ -112,6 +112,26 @@ class Client:
         """Print a line above the prompt, keeping what is half typed. On a
         terminal a transient line (a status that changes) is replaced by the
         next transient one if nothing came in between."""
+        try:
+            self._print_line(text, transient)
+        except BrokenPipeError:
+            self.output_closed()
+
+    def output_closed(self) -> None:
+        """Whoever read our output stopped (a pipe into head): nothing more
+        can be shown, so the client leaves, quietly, with status 1."""
+        try:
+            devnull = os.open(os.devnull, os.O_WRONLY)
+            os.dup2(devnull, self.out.fileno())     # nor at exit, when Python flushes
+            os.close(devnull)
+        except (OSError, ValueError, AttributeError):
+            pass
+        if not self.exit_code:
+            self.exit_code = 1
+            self.quit()
+            self.interrupt_main()
+
+    def _print_line(self, text: str, transient: bool) -> None:
         text = display.encodable(text, self.encoding)
         if self.interactive:
             text = display.hang(text, shutil.get_terminal_size().columns)
@@ -541,13 +561,6 @@ class Client:
         return self.exit_code
 
 
-def typed_lines(text: str) -> List[str]:
-    """The lines of what was typed or pasted at once: split at newlines
-    only, as the protocol ends a line (str.splitlines() would also split at
-    U+2028, form feed and the like, which belong to the line)."""
-    return [line[:-1] if line.endswith("\r") else line for line in text.split("\n")]
-
-
 def retry_reason(exc: BaseException) -> str:
     """Why a reconnect failed, short enough for a status line."""
     if isinstance(exc, ChatError):
@@ -560,23 +573,6 @@ def want_colour(disabled: bool, stream: TextIO) -> bool:
         return False
     return (stream.isatty() and os.environ.get("TERM") != "dumb"
             and winconsole.enable_terminal_sequences(stream))   # True but on Windows
-
-
-def pipe_lines(fd: int) -> Iterator[str]:
-    """The lines of a pipe as UTF-8 text that keeps any other bytes as they
-    are (surrogateescape), so a stray byte cannot end the client. Read with
-    os.read: a daemon thread blocked in sys.stdin's buffered reader makes
-    the interpreter abort at exit."""
-    rest = b""
-    while True:
-        data = os.read(fd, 65536)
-        if not data:
-            break
-        *lines, rest = (rest + data).split(b"\n")
-        for line in lines:
-            yield line.decode("utf-8", "surrogateescape")
-    if rest:
-        yield rest.decode("utf-8", "surrogateescape")
 
 
 def run(options: argparse.Namespace) -> int:

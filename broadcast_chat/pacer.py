@@ -1,10 +1,12 @@
 """Lines typed or pasted at the prompt, sent in order under the server's
-flood limit by a thread of their own, so that the prompt never waits."""
+flood limit by a thread of their own, so that the prompt never waits; and
+how what was typed, pasted or piped in is cut into lines."""
 
 import collections
+import os
 import threading
 import time
-from typing import Callable, Deque
+from typing import Callable, Deque, Iterator, List
 
 from .protocol import TokenBucket
 
@@ -73,3 +75,27 @@ class Pacer:
                 with self.cond:
                     self.sending = False
                     self.cond.notify_all()
+
+
+def typed_lines(text: str) -> List[str]:
+    """The lines of what was typed or pasted at once: split at newlines
+    only, as the protocol ends a line (str.splitlines() would also split at
+    U+2028, form feed and the like, which belong to the line)."""
+    return [line[:-1] if line.endswith("\r") else line for line in text.split("\n")]
+
+
+def pipe_lines(fd: int) -> Iterator[str]:
+    """The lines of a pipe as UTF-8 text that keeps any other bytes as they
+    are (surrogateescape), so a stray byte cannot end the client. Read with
+    os.read: a daemon thread blocked in sys.stdin's buffered reader makes
+    the interpreter abort at exit."""
+    rest = b""
+    while True:
+        data = os.read(fd, 65536)
+        if not data:
+            break
+        *lines, rest = (rest + data).split(b"\n")
+        for line in lines:
+            yield line.decode("utf-8", "surrogateescape")
+    if rest:
+        yield rest.decode("utf-8", "surrogateescape")

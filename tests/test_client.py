@@ -27,7 +27,7 @@ class ClientTestCase(ServerTestCase):
 
 class TypedLinesTest(unittest.TestCase):
     def test_a_paste_is_split_at_newlines_only(self):
-        from broadcast_chat.client import typed_lines
+        from broadcast_chat.pacer import typed_lines
         self.assertEqual(typed_lines("one\r\ntwo\nthree"), ["one", "two", "three"])
         # Line and paragraph separators, NEL and form feed belong to the line.
         self.assertEqual(typed_lines("before\u2028after, next\x85line\x0cend"),
@@ -63,6 +63,24 @@ class PipeClientTest(ClientTestCase):
         text = out.decode()
         self.assertRegex(text, r"(?m)^\d\d:\d\d -- welcome, bot! 1 other online")
         self.assertNotIn("\x1b", text)     # no colours into a pipe
+
+    @unittest.skipIf(WINDOWS, "a write to a pipe closed by its reader fails with EINVAL there, "
+                     "not EPIPE")
+    def test_output_closed_by_its_reader_ends_the_client_quietly(self):
+        bob = self.peer("bob")
+        proc = subprocess.Popen(client_command(self.server.port, ["--name", "bot"]),
+                                stdin=subprocess.PIPE, stdout=subprocess.PIPE,
+                                stderr=subprocess.PIPE, env=child_env(), cwd=ROOT)
+        self.addCleanup(proc.kill)
+        self.assertRegex(proc.stdout.readline(), rb"welcome, bot!")
+        proc.stdout.close()     # as `| head -1` does once it has its line
+        bob.expect(r"-- bot joined$")
+        bob.send("nobody reads this")
+        bob.expect(r"-- bot left \(quit\)$")     # it said /quit, with stdin still open
+        self.assertEqual(proc.wait(TIMEOUT), 1)
+        self.assertEqual(proc.stderr.read(), b"")
+        proc.stdin.close()
+        proc.stderr.close()
 
     def test_pipe_prints_what_it_receives_until_input_ends(self):
         bob = self.peer("bob")
