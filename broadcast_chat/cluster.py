@@ -30,6 +30,7 @@ reader's (its thread's alone, blocked in XREAD) and the control one
 import collections
 import threading
 import time
+import traceback
 from typing import Any, Callable, Dict, List, Optional, Sequence, Tuple
 
 from . import resp, wire
@@ -367,6 +368,11 @@ class Cluster:
                 except (resp.RedisConnectionError, resp.RedisError) as exc:
                     self.control.close()
                     failure = exc
+                except Exception as exc:    # a bug: told, and this thread goes on
+                    self.log("error", "redis %s: %s\n%s" % (self.url, exc,
+                                                            traceback.format_exc().rstrip()))
+                    self.control.close()
+                    failure = exc
             if failure is not None:
                 self._lost(failure)
                 self._say_alone_once(failure)
@@ -391,8 +397,8 @@ class Cluster:
             # What an earlier run under this node name left (one killed
             # outright, restarted with the same --node): its sequence
             # numbers would keep this run's events out.
-            conn.pipeline([["DEL", self.keys.members(self.node), self.keys.inbox(self.node)],
-                           ["HDEL", self.keys.seqs, self.node]])
+            conn.checked([["DEL", self.keys.members(self.node), self.keys.inbox(self.node)],
+                          ["HDEL", self.keys.seqs, self.node]])
             entries = conn.call("XREVRANGE", self.keys.events, "+", "-", "COUNT", self.keep)
             events = [entry_event(entry_id, flat)[0] for entry_id, flat in reversed(entries)]
             self.room.adopt(epoch, events)
@@ -435,11 +441,11 @@ class Cluster:
         conn = self.control
         alive = self.keys.alive(self.node)
         ttl = int(self.presence_ttl * 1000)
-        was, _, nodes = conn.pipeline([["SET", alive, "1", "PX", ttl, "GET"],
-                                       ["SADD", self.keys.nodes, self.node],
-                                       ["SMEMBERS", self.keys.nodes]])
+        was, _, nodes = conn.checked([["SET", alive, "1", "PX", ttl, "GET"],
+                                      ["SADD", self.keys.nodes, self.node],
+                                      ["SMEMBERS", self.keys.nodes]])
         others = sorted(n.decode("utf-8") for n in nodes if n.decode("utf-8") != self.node)
-        replies = conn.pipeline([c for n in others for c in (
+        replies = conn.checked([c for n in others for c in (
             ["EXISTS", self.keys.alive(n)], ["HKEYS", self.keys.members(n)])])
         elsewhere = []
         for index, other in enumerate(others):
@@ -464,13 +470,15 @@ class Cluster:
 
     def _reap(self, other: str) -> None:
         """Another server is gone: if this one is first to see it, its
-        members leave (a notice) and its traces go."""
+        members leave (a notice) and its traces go, but for its last
+        sequence number: a publish of its still on its way, or sent again
+        when it comes back, must not be appended twice."""
         conn = self.control
         if conn.call("SET", self.keys.reaped(other), self.node, "NX", "PX", 60000) is None:
             return
         members = conn.call("HKEYS", self.keys.members(other))
-        conn.pipeline([["DEL", self.keys.members(other), self.keys.inbox(other)],
-                       ["SREM", self.keys.nodes, other], ["HDEL", self.keys.seqs, other]])
+        conn.checked([["DEL", self.keys.members(other), self.keys.inbox(other)],
+                      ["SREM", self.keys.nodes, other]])
         gone = [name.decode("utf-8") for name in members]
         self.log("info", "redis %s: server %s is gone (not heard of for %g s); %d of its "
                          "members leave" % (self.url, other, self.presence_ttl, len(gone)))
@@ -546,7 +554,7 @@ class Cluster:
         def ask(conn: resp.Redis) -> List[str]:
             nodes = [n.decode("utf-8") for n in conn.call("SMEMBERS", self.keys.nodes)]
             others = [n for n in nodes if n != self.node]
-            replies = conn.pipeline([c for n in others for c in (
+            replies = conn.checked([c for n in others for c in (
                 ["EXISTS", self.keys.alive(n)], ["HKEYS", self.keys.members(n)])])
             return [name.decode("utf-8") for index in range(len(others))
                     if replies[2 * index] for name in replies[2 * index + 1]]
@@ -606,6 +614,6 @@ class Cluster:
         conn = self.control
         if events:
             self._publish(conn, events, floor)
-        conn.pipeline([["DEL", self.keys.members(self.node), self.keys.alive(self.node),
-                        self.keys.inbox(self.node)],
-                       ["SREM", self.keys.nodes, self.node], ["HDEL", self.keys.seqs, self.node]])
+        conn.checked([["DEL", self.keys.members(self.node), self.keys.alive(self.node),
+                       self.keys.inbox(self.node)],
+                      ["SREM", self.keys.nodes, self.node], ["HDEL", self.keys.seqs, self.node]])

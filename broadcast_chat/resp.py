@@ -289,6 +289,14 @@ class Redis:
         del self._replies[:len(commands)]
         return replies
 
+    def checked(self, commands: Sequence[Sequence[Any]]) -> List[Any]:
+        """pipeline(), with the first error reply raised as RedisError."""
+        replies = self.pipeline(commands)
+        for reply in replies:
+            if isinstance(reply, RedisError):
+                raise reply
+        return replies
+
     def settimeout(self, seconds: Optional[float]) -> None:
         """The wait for each reply from now on (None: forever, for XREAD BLOCK)."""
         self.timeout = seconds

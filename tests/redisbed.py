@@ -12,7 +12,7 @@ import sys
 import tempfile
 import time
 import unittest
-from typing import List, Optional
+from typing import List, Optional, Sequence
 
 from broadcast_chat import resp
 from tests.support import TIMEOUT, free_port
@@ -51,10 +51,12 @@ class RedisServer:
     start_attempts = 5      # another process may take the free port first
 
     def __init__(self, password: Optional[str] = None, persist: bool = False,
-                 tls: bool = False) -> None:
+                 tls: bool = False, extra: Sequence[str] = ()) -> None:
+        """extra: more options for redis-server."""
         self.password = password
         self.persist = persist
         self.tls = tls
+        self.extra = list(extra)
         self.folder = tempfile.mkdtemp(prefix="chat-redis-")
         self.log_path = os.path.join(self.folder, "redis.log")
         self.port = 0
@@ -78,7 +80,7 @@ class RedisServer:
             args += ["--appendonly", "no"]
         if self.password is not None:
             args += ["--requirepass", self.password]
-        return args
+        return args + self.extra
 
     def start(self) -> "RedisServer":
         """Start on a free port (the same one again after a stop) and wait

@@ -228,6 +228,23 @@ class FaultTest(ClusterCase):
         alice.send("/who")
         alice.expect(r"-- 1 online: alice$")
         self.peer(a, "bob")     # the name is free again
+        # b's last sequence number stays: a publish of b's on its way (its
+        # reply lost) would otherwise be appended again when b came back.
+        self.assertIsNotNone(self.redis.client().call("HGET", "broadcast:seq", "b"))
+
+    def test_an_error_reply_to_the_heartbeat_is_an_outage_not_the_end_of_it(self):
+        slow = RedisServer(extra=["--lua-time-limit", "100"]).start()
+        self.addCleanup(slow.close)
+        a = ServerProcess("--redis", slow.url, "--node", "a", "--presence-ttl", "1").start()
+        self.addCleanup(a.__exit__)
+        a.log.expect(r"joined the cluster as a$")
+        # Someone else's script runs for a second or two: Redis answers BUSY
+        # meanwhile, to the heartbeat too.
+        slow.client(timeout=10).call("EVAL", "local t = redis.call('TIME')[1] + 0 "
+                                     "while redis.call('TIME')[1] - t < 2 do end", 0)
+        a.log.expect(r"BUSY")
+        a.log.expect(r"joined the cluster again as a$")
+        self.assertNotIn("Traceback", a.errors.text() + a.log.text())
 
     def test_a_server_stopped_cleanly_says_its_members_left_and_leaves_no_trace(self):
         a, b = self.node("a"), self.node("b")
