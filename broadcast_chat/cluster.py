@@ -34,29 +34,14 @@ import traceback
 from typing import Any, Callable, Dict, List, Optional, Sequence, Tuple
 
 from . import resp, wire
-from .clusterdata import (CLAIM, SCRIPTS, Delivery, InOrder, Keys, entry_event, follow,
-                          node_name, publish_args)
+from .clusterdata import (CLAIM, RELEASE, SCRIPTS, Delivery, InOrder, Keys, Outgoing,
+                          entry_event, follow, node_name, publish_args, stale_names)
 from .member import LEFT
 from .names import name_keys
 
 UP = "up"           # connected: events go through Redis
 DOWN = "down"       # not (yet, or not any more): the room goes on alone
 STOPPED = "stopped"
-
-
-
-class _Item:
-    """An event on its way through Redis, with its sender here, and
-    whether it was shown here already (while Redis was out of reach)."""
-
-    __slots__ = ("seq", "event", "sender", "shown", "done")
-
-    def __init__(self, seq: int, event: wire.Event, sender: Any, shown: bool) -> None:
-        self.seq = seq
-        self.event = event
-        self.sender = sender
-        self.shown = shown
-        self.done = False       # read back from the Stream (or dropped)
 
 
 class Cluster:
@@ -96,9 +81,9 @@ class Cluster:
         self.state = DOWN
         self.joined = False     # the room took the cluster's epoch and history
         self.seq = 0
-        self.queue = collections.deque()    # type: Deque[_Item]  to publish, in order
+        self.queue = collections.deque()    # type: Deque[Outgoing]  to publish, in order
         self.queued_bytes = 0   # text of the events in queue
-        self.pending = {}       # type: Dict[int, _Item]  by seq: not read back yet
+        self.pending = {}       # type: Dict[int, Outgoing]  by seq: not read back yet
         self.order = InOrder()  # what is delivered here (deliver_lock)
         self.deliver_lock = threading.Lock()    # deliveries in id order, from two threads
         self.generation = 0     # times joined: a connection of an earlier time failing is old news
@@ -136,7 +121,7 @@ class Cluster:
         shown = self.state != UP
         for event in events:
             self.seq += 1
-            item = self.pending[self.seq] = _Item(self.seq, event, sender, shown)
+            item = self.pending[self.seq] = Outgoing(self.seq, event, sender, shown)
             self.queue.append(item)
             self.queued_bytes += len(event.block) + len(event.text)
         if shown:
@@ -198,20 +183,7 @@ class Cluster:
                 args: Sequence[Any]) -> Any:
         if not conn.connected:
             conn.connect()
-        try:
-            return conn.call("EVALSHA", self._sha(conn, name), len(keys), *keys, *args)
-        except resp.RedisError as exc:
-            if exc.code != "NOSCRIPT":
-                raise
-        return conn.call("EVAL", SCRIPTS[name], len(keys), *keys, *args)
-
-    _shas = {}      # type: Dict[str, str]
-
-    def _sha(self, conn: resp.Redis, name: str) -> str:
-        sha = self._shas.get(name)
-        if sha is None:
-            sha = self._shas[name] = conn.call("SCRIPT", "LOAD", SCRIPTS[name]).decode()
-        return sha
+        return conn.script(SCRIPTS[name], keys, args)
 
     def _publish_loop(self) -> None:
         while True:
@@ -255,7 +227,7 @@ class Cluster:
                 return
             self._published(batch, firsts)
 
-    def _published(self, batch: List[_Item], firsts: List[int]) -> None:
+    def _published(self, batch: List[Outgoing], firsts: List[int]) -> None:
         """The ids Redis gave this server's events: each is delivered here
         now, if every id before it was (else by the reader, in order), which
         saves its members the round trip through XREAD and a thread."""
@@ -351,7 +323,8 @@ class Cluster:
         for _, flat in entries:
             fields = dict(zip(flat[::2], flat[1::2]))
             member = self.local.get(int(fields[b"s"]))
-            if member is not None:
+            name = fields.get(b"n")     # a serial of an earlier run's may be this run's
+            if member is not None and (name is None or name.decode("utf-8") == member.name):
                 self.room.whisper_from(fields[b"f"].decode("utf-8"), member,
                                        fields[b"x"].decode("utf-8"))
 
@@ -396,14 +369,15 @@ class Cluster:
         if not self.joined:
             # What an earlier run under this node name left (one killed
             # outright, restarted with the same --node): its sequence
-            # numbers would keep this run's events out.
-            conn.checked([["DEL", self.keys.members(self.node), self.keys.inbox(self.node)],
-                          ["HDEL", self.keys.seqs, self.node]])
+            # numbers would keep this run's events out, its whispers would
+            # go to this run's members (its names: below).
+            conn.checked([["DEL", self.keys.inbox(self.node)], ["HDEL", self.keys.seqs, self.node]])
             entries = conn.call("XREVRANGE", self.keys.events, "+", "-", "COUNT", self.keep)
             events = [entry_event(entry_id, flat)[0] for entry_id, flat in reversed(entries)]
             self.room.adopt(epoch, events)
             with self.lock:
                 self.order.last = self.room.last_id
+        stale = self._let_go_of_stale()
         self._beat()
         clashes = self._claim_all()
         with self.lock:
@@ -412,9 +386,42 @@ class Cluster:
             self.changed.notify_all()
         rejoined = self.joined
         self.joined = True
+        if stale and not rejoined:
+            self.room.announce("leave", stale, "server restarted")
+        if rejoined:
+            self._join_again_if_reaped(clashes)
         self.log("info", "redis %s: joined the cluster %sas %s%s" % (
             self.url, "again " if rejoined else "", self.node,
             ("; names held elsewhere meanwhile: " + ", ".join(clashes)) if clashes else ""))
+
+    def _let_go_of_stale(self) -> List[str]:
+        """Release the names listed under this server that no member of it
+        holds now (let go of while Redis was out of reach, or an earlier
+        run's under this node name); returns them."""
+        with self.lock:
+            held = {self.keys.owner(m.serial): m.name for m in self.room.members
+                    if m.name is not None}
+        return self._release(self.keys, held)
+
+    def _release(self, keys: Keys, held: Dict[str, str]) -> List[str]:
+        """Release the names listed under keys' server but those held."""
+        stale = stale_names(self.control.call("HGETALL", keys.members(keys.node)), held)
+        calls = [keys.claim(serial, name) for serial, name in stale]
+        if calls:
+            self.control.checked([["EVAL", RELEASE, len(names)] + names + args[:2]
+                                  for names, args in calls])
+        return [name for _, name in stale]
+
+    def _join_again_if_reaped(self, clashes: List[str]) -> bool:
+        """If the others took this server for gone (they announced its
+        members left), its members join again for them, but for clashes."""
+        if self.control.call("GET", self.keys.reaped(self.node)) is None:
+            return False
+        self.control.call("DEL", self.keys.reaped(self.node))
+        with self.lock:
+            back = [m.name for m in self.room.members if m.name is not None]
+        self.room.announce("join", [name for name in back if name not in clashes])
+        return True
 
     def _claim_all(self) -> List[str]:
         """Claim the names of this server's members (Redis may have lost
@@ -457,16 +464,10 @@ class Cluster:
         if was is None and self.joined and self.state == UP:
             # Not heard of for presence_ttl (the process stopped, the
             # network cut): the others may have announced our members gone.
-            reaped = conn.call("GET", self.keys.reaped(self.node)) is not None
+            reaped = self._join_again_if_reaped(self._claim_all())
             self.log("error", "redis %s: this server was not heard of for %g s%s; its members "
                               "are listed again" % (self.url, self.presence_ttl,
                                                     " and was taken for gone" if reaped else ""))
-            clashes = self._claim_all()
-            if reaped:
-                conn.call("DEL", self.keys.reaped(self.node))
-                with self.lock:
-                    back = [m.name for m in self.room.members if m.name is not None]
-                self.room.announce("join", [name for name in back if name not in clashes])
 
     def _reap(self, other: str) -> None:
         """Another server is gone: if this one is first to see it, its
@@ -476,10 +477,10 @@ class Cluster:
         conn = self.control
         if conn.call("SET", self.keys.reaped(other), self.node, "NX", "PX", 60000) is None:
             return
-        members = conn.call("HKEYS", self.keys.members(other))
+        # Its names are free again (also should it come back under its name).
+        gone = self._release(Keys(self.keys.prefix, other), {})
         conn.checked([["DEL", self.keys.members(other), self.keys.inbox(other)],
                       ["SREM", self.keys.nodes, other]])
-        gone = [name.decode("utf-8") for name in members]
         self.log("info", "redis %s: server %s is gone (not heard of for %g s); %d of its "
                          "members leave" % (self.url, other, self.presence_ttl, len(gone)))
         if gone:
@@ -515,8 +516,8 @@ class Cluster:
                 batch, self.calls = self.calls, []
             if not conn.connected:
                 conn.connect()
-            replies = conn.pipeline([["EVALSHA", self._sha(conn, name), len(keys)] + keys + args
-                                     for name, keys, args, _, _ in batch])
+            replies = conn.pipeline([["EVALSHA", resp.script_sha(SCRIPTS[name]), len(keys)]
+                                     + keys + args for name, keys, args, _, _ in batch])
             for waiting, reply in zip(batch, replies):
                 if isinstance(reply, resp.RedisError) and reply.code == "NOSCRIPT":
                     reply = self._script(conn, waiting[0], waiting[1], waiting[2])
@@ -575,7 +576,7 @@ class Cluster:
             if node == self.node or not conn.call("EXISTS", self.keys.alive(node)):
                 return None
             conn.call("XADD", self.keys.inbox(node), "MAXLEN", "~", self.inbox_max, "*",
-                      "f", sender.name, "s", serial, "x", text)
+                      "f", sender.name, "s", serial, "n", holder, "x", text)
             return holder
         return self._control(send)
 

@@ -73,6 +73,20 @@ return 1
 SCRIPTS = {"publish": PUBLISH, "claim": CLAIM, "release": RELEASE}
 
 
+class Outgoing:
+    """An event on its way through Redis, with its sender here, and
+    whether it was shown here already (while Redis was out of reach)."""
+
+    __slots__ = ("seq", "event", "sender", "shown", "done")
+
+    def __init__(self, seq: int, event: wire.Event, sender: Any, shown: bool) -> None:
+        self.seq = seq
+        self.event = event
+        self.sender = sender
+        self.shown = shown
+        self.done = False       # read back from the Stream (or dropped)
+
+
 class Keys:
     """The names of a cluster's keys, all under one prefix."""
 
@@ -98,11 +112,27 @@ class Keys:
     def name(self, place: int, key: str) -> str:
         return "%sname:%d:%s" % (self.prefix, place, key)
 
+    def owner(self, serial: int) -> str:
+        """What a name's keys and this server's members hash hold of its holder."""
+        return "%s|%d" % (self.node, serial)
+
     def claim(self, serial: int, name: str) -> Tuple[List[str], List[Any]]:
         """KEYS and ARGV of CLAIM (without its last, force) and RELEASE (the first two)."""
         keys = [self.name(place, key) for place, key in enumerate(names.name_keys(name))]
         keys.append(self.members(self.node))
-        return keys, ["%s|%d" % (self.node, serial), name, self.alive_prefix]
+        return keys, [self.owner(serial), name, self.alive_prefix]
+
+
+def stale_names(listed: Sequence[bytes], held: Dict[str, str]) -> List[Tuple[int, str]]:
+    """Of a server's members hash as HGETALL gives it (name, owner, ...),
+    each (serial, name) that its owner does not hold now (held: owner ->
+    the name it holds)."""
+    stale = []
+    for name, owner in zip(listed[::2], listed[1::2]):
+        name, owner = name.decode("utf-8"), owner.decode("utf-8")
+        if held.get(owner) != name:
+            stale.append((int(owner.rsplit("|", 1)[1]), name))
+    return stale
 
 
 def entry_value(node: str, seq: int, event: wire.Event) -> bytes:

@@ -5,6 +5,7 @@ moves their bytes over one socket. Standard library only.
 """
 
 import collections
+import hashlib
 import re
 import socket
 import ssl
@@ -187,6 +188,11 @@ def describe(address: RedisAddress) -> str:
     return "%s:%d" % (host, address.port)
 
 
+def script_sha(script: str) -> str:
+    """The SHA1 that Redis knows a Lua script by (EVALSHA)."""
+    return hashlib.sha1(script.encode("utf-8")).hexdigest()
+
+
 class Redis:
     """One connection to Redis, used by one thread at a time (no locks).
 
@@ -288,6 +294,16 @@ class Redis:
         replies = self._replies[:len(commands)]
         del self._replies[:len(commands)]
         return replies
+
+    def script(self, script: str, keys: Sequence[Any], args: Sequence[Any]) -> Any:
+        """Run a Lua script by its SHA1; sent whole (EVAL) only when Redis
+        does not have it (NOSCRIPT: the first time, or after a restart)."""
+        try:
+            return self.call("EVALSHA", script_sha(script), len(keys), *keys, *args)
+        except RedisError as exc:
+            if exc.code != "NOSCRIPT":
+                raise
+        return self.call("EVAL", script, len(keys), *keys, *args)
 
     def checked(self, commands: Sequence[Sequence[Any]]) -> List[Any]:
         """pipeline(), with the first error reply raised as RedisError."""

@@ -336,6 +336,56 @@ class FaultTest(ClusterCase):
         alice.send("/who")
         alice.expect(r"-- 3 online: alice, bob, carol$")
 
+    def test_a_name_let_go_of_while_redis_was_away_is_free_once_it_is_back(self):
+        self.redis = RedisServer(persist=True).start()     # it keeps the names
+        self.addCleanup(self.redis.close)
+        a, b = self.node("a"), self.node("b")
+        alice, bob = self.peer(a, "alice"), self.peer(b, "bob")
+        alice.expect(r"-- bob joined$")
+        self.redis.kill()
+        bob.send("/quit")
+        bob.expect_closed()
+        self.redis.start()
+        a.log.expect(r"joined the cluster again as a")
+        b.log.expect(r"joined the cluster again as b")
+        alice.expect(r"-- bob left \(quit\)$")
+        alice.send("/who")
+        alice.expect(r"-- 1 online: alice$")
+        self.peer(a, "bob")     # not held by a ghost
+
+    def test_a_server_restarted_under_its_name_frees_the_names_of_its_last_run(self):
+        a, b = self.node("a"), self.node("b")
+        alice, carol = self.peer(a, "alice"), self.peer(b, "carol")
+        alice.expect(r"-- carol joined$")
+        b.kill()
+        again = self.node("b")      # at once: whether or not a took b for gone first
+        alice.expect(r"-- carol left \(server (lost|restarted)\)$")
+        dave = self.peer(again, "dave")     # this run's first member, as carol was the last's
+        alice.send("/msg carol not for dave")
+        alice.expect(r"!! ")
+        dave.sync()
+        self.assertFalse([line for line in dave.lines if "not for dave" in line], dave.lines)
+        alice.send("/who")
+        alice.expect(r"-- 2 online: alice, dave$")
+        self.peer(a, "carol")
+
+    def test_a_server_that_rejoins_after_being_taken_for_gone_says_its_members_joined(self):
+        a, b = self.node("a"), self.node("b")
+        alice, bob = self.peer(a, "alice"), self.peer(b, "bob")
+        alice.expect(r"-- bob joined$")
+        b.send_signal(signal.SIGSTOP)
+        try:
+            alice.expect(r"-- bob left \(server lost\)$")
+            # And its connections to Redis cut meanwhile (a's too), as a
+            # network cut that long would: b joins again from the start.
+            self.redis.client().call("CLIENT", "KILL", "TYPE", "normal", "SKIPME", "yes")
+        finally:
+            b.send_signal(signal.SIGCONT)
+        b.log.expect(r"joined the cluster again as b")
+        bob.send("back")
+        alice.expect(r"-- bob joined$")
+        alice.expect(r"<bob> back$")
+
     def test_a_server_that_cannot_reach_redis_runs_alone_and_says_so(self):
         url = self.redis.url
         self.redis.kill()
@@ -417,6 +467,12 @@ class ClusterPureTest(unittest.TestCase):
         folded = wire.Notice("join", ["a", "b", "c"], 97, "")
         self.assertEqual(clusterdata.follow(names, folded), names)     # the heartbeat tells
         self.assertEqual(clusterdata.follow(names, None), names)
+
+    def test_stale_names_are_those_their_owner_no_longer_holds(self):
+        listed = [b"alice", b"b|1", b"bob", b"b|2", b"carol", b"b|3"]
+        held = {"b|1": "alice", "b|2": "robert"}    # bob renamed; carol gone
+        self.assertEqual(clusterdata.stale_names(listed, held), [(2, "bob"), (3, "carol")])
+        self.assertEqual(clusterdata.stale_names([], held), [])
 
     def test_a_claim_covers_every_key_of_the_name(self):
         keys, args = clusterdata.Keys("p:", "n1").claim(7, "Alice")
