@@ -289,6 +289,9 @@ class Client:
             resuming = self.position.last_id is not None and bool(self.position.epoch)
             try:
                 conn = self.open_connection()
+                if self.quitting.is_set():      # quit while it was joining
+                    conn.close()
+                    return False
                 with self.send_lock:
                     sent = 0
                     with self.sent_lock:
@@ -552,8 +555,14 @@ class Client:
             while self.pacer is not None and not self.pacer.wait_sent(0.1):
                 if self.reader_done.is_set():
                     break
-            # The server answers /quit and closes: then every line was handled.
-            self.reader_done.wait(QUIT_TIMEOUT)
+            # The server answers /quit and closes: then every line was
+            # handled. While reconnecting, no server has them to wait for.
+            if self.conn is not None:
+                self.reader_done.wait(QUIT_TIMEOUT)
+            if self.unsent:
+                self.problem("not sent: %d line%s typed while disconnected" % (
+                    len(self.unsent), "" if len(self.unsent) == 1 else "s"))
+                self.exit_code = self.exit_code or 1
         except KeyboardInterrupt:   # a lost connection, or ^C again
             pass
         if self.refused and self.exit_code == 0:

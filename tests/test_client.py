@@ -406,6 +406,28 @@ class TerminalClientTest(ClientTestCase):
         tty.type("\x04")
         self.assertEqual(tty.wait(), 0)
 
+    def test_ctrl_c_while_it_joins_again_quits_at_once_and_says_what_was_not_sent(self):
+        port = self.server.port
+        bob, tty = self.bob_and_tty()
+        self.server.kill()
+        tty.expect(r"-- connection lost; reconnecting")
+        # Something that takes the connection and never answers: a join
+        # that would wait for the server's whole timeout.
+        hole = socket.socket()
+        self.addCleanup(hole.close)
+        hole.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+        hole.bind(("127.0.0.1", port))
+        hole.listen(1)
+        hole.settimeout(TIMEOUT)
+        tty.wait_reading()
+        tty.type("kept\r")
+        tty.expect(r"line kept, sent once reconnected \(1 waiting\)")
+        taken, _ = hole.accept()        # the client is joining now
+        self.addCleanup(taken.close)
+        tty.type("\x03")
+        tty.expect(r"!! not sent: 1 line typed while disconnected")
+        self.assertEqual(tty.wait(timeout=3), 1)    # not the join's 10 s
+
     def test_a_c_locale_terminal_shows_an_emoji_escaped_and_keeps_reading(self):
         bob = self.peer("bob")
         # PYTHONUTF8=0: Python 3.7+ would otherwise read the C locale as UTF-8.
