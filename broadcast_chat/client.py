@@ -308,7 +308,10 @@ class Client:
                     return False
                 if not asked:       # a try asked for with Enter does not lengthen the wait
                     delay = min(delay * 2, BACKOFF_MAX)
-                self.status("%s; trying again in %d s" % (retry_reason(exc), delay), True)
+                # One row, to be replaced by the next: the reason is cut to fit.
+                tail, width = "; trying again in %d s" % delay, shutil.get_terminal_size()[0]
+                self.status(display.clip(retry_reason(exc), width - len("00:00 -- " + tail))
+                            + tail, True)
                 continue
             self.status("reconnected as %s" % self.name, True)
             self.tell_sent(sent, [], doubtful)

@@ -194,3 +194,25 @@ def hang(line: str, width: int, indent: int = HANG) -> str:
             out.append(match.group(0))
             position = match.end()
     return "".join(out)
+
+
+def clip(line: str, width: int) -> str:
+    """line cut to fit in one row of a terminal width columns wide, with
+    "..." where it was cut: a status updated in place must stay one row."""
+    limit = max(4, width - 1)   # the last column would leave the cursor waiting to wrap
+    if sum(columns(ch) for ch in _ESCAPE.sub("", line)) <= limit:
+        return line
+    out = []        # type: List[str]
+    column = 0
+    position = 0
+    for match in list(_ESCAPE.finditer(line)) + [None]:
+        end = match.start() if match else len(line)
+        for ch in line[position:end]:
+            column += columns(ch)
+            if column > limit - 3:
+                return "".join(out) + "..." + (RESET if "\x1b" in line else "")
+            out.append(ch)
+        if match:
+            out.append(match.group(0))
+            position = match.end()
+    return line     # not reached: the line is wider than limit

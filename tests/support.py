@@ -630,14 +630,15 @@ class TerminalClient:
     """`client.py` on a pseudo-terminal: type into it, expect on its screen."""
 
     def __init__(self, port: int, *args: str, env: Optional[dict] = None,
-                 command: Optional[List[str]] = None) -> None:
-        """command: another program than client.py --port PORT ARGS (a script and its arguments)."""
+                 command: Optional[List[str]] = None, columns: int = 200) -> None:
+        """command: another program than client.py --port PORT ARGS (a script
+        and its arguments); columns: the terminal's width."""
         import pty
         import struct
         import fcntl
         import termios
         master, slave = pty.openpty()
-        fcntl.ioctl(slave, termios.TIOCSWINSZ, struct.pack("HHHH", 24, 200, 0, 0))
+        fcntl.ioctl(slave, termios.TIOCSWINSZ, struct.pack("HHHH", 24, columns, 0, 0))
         self.master = master
         self.output = b""
         self.position = 0

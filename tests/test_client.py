@@ -13,7 +13,7 @@ import unittest
 from tests import winproc
 from tests.support import (CLIENT, PYTHON, ROOT, TIMEOUT, WINDOWS, ClientProcess, ServerTestCase,
                            TerminalClient, child_env, client_command, cursor_column, free_port,
-                           run_client, wait_until)
+                           render, run_client, wait_until)
 
 import helpers
 from broadcast_chat.connection import Connection, StreamPosition
@@ -405,6 +405,20 @@ class TerminalClientTest(ClientTestCase):
         tty.wait_reading()
         tty.type("\x04")
         self.assertEqual(tty.wait(), 0)
+
+    def test_a_reconnect_status_stays_one_row_on_a_narrow_terminal(self):
+        bob = self.peer("bob")
+        bob.sync()
+        tty = TerminalClient(self.server.port, "--name", "tty", "--no-color", columns=60)
+        self.addCleanup(tty.close)
+        tty.expect(r"-- end of earlier messages\r\n(?=tty> )")
+        self.server.kill()
+        tty.expect(r"; trying again in 2 s")
+        tty.expect(r"; trying again in 4 s")
+        screen = render(tty.text(), 60)
+        statuses = [line for line in screen if "trying again" in line]
+        self.assertEqual(len(statuses), 1, screen)      # the second in the first's place
+        self.assertRegex(statuses[0], r"-- cannot connect to .*\.\.\.; trying again in 4 s$")
 
     def test_ctrl_c_while_it_joins_again_quits_at_once_and_says_what_was_not_sent(self):
         port = self.server.port

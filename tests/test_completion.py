@@ -102,6 +102,15 @@ class DisplayTest(unittest.TestCase):
         self.assertEqual(display.rows("e\u0301" * 80, 80), 1)
         self.assertEqual(display.rows("\U0001f469\u200d\U0001f52c" * 20, 80), 1)
 
+    def test_clip_keeps_a_line_to_one_row(self):
+        self.assertEqual(display.clip("short", 80), "short")
+        self.assertEqual(display.clip("x" * 79, 80), "x" * 79)
+        self.assertEqual(display.clip("x" * 80, 80), "x" * 76 + "...")
+        coloured = display.DIM + "12:34" + display.RESET + " " + "y" * 100
+        self.assertEqual(display.clip(coloured, 40),
+                         display.DIM + "12:34" + display.RESET + " " + "y" * 30 + "..."
+                         + display.RESET)
+
     def test_hang_counts_a_combining_mark_with_its_letter(self):
         line = "23:24 <tty> " + "e\u0301" * 30     # 42 columns
         self.assertEqual(display.hang(line, 60), line)
