@@ -154,7 +154,9 @@ class Client:
                 write_text(self.out, text + "\n")
             else:
                 typed = self.readline.get_line_buffer() if self.readline is not None else ""
-                self.out.write("\r\033[2K" + text + "\n" + self.prompt() + typed)
+                up = display.rows(self.prompt() + typed, shutil.get_terminal_size()[0]) - 1
+                self.out.write(("\033[%dA" % up if up else "") + "\r\033[J" + text + "\n"
+                               + self.prompt() + typed)    # every row of a long line cleared
             self.out.flush()
 
     def status(self, text: str, transient: bool = False) -> None:
@@ -308,7 +310,6 @@ class Client:
                     return False
                 if not asked:       # a try asked for with Enter does not lengthen the wait
                     delay = min(delay * 2, BACKOFF_MAX)
-                # One row, to be replaced by the next: the reason is cut to fit.
                 tail, width = "; trying again in %d s" % delay, shutil.get_terminal_size()[0]
                 self.status(display.clip(retry_reason(exc), width - len("00:00 -- " + tail))
                             + tail, True)

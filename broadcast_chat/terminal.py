@@ -7,10 +7,13 @@ server and the piped client never load it (nor a C library through ctypes).
 import collections
 import os
 import select
+import shutil
 import signal
 import sys
 import threading
 from typing import Callable, Optional
+
+from .text import columns
 
 UP_OVER = "\033[1A\r\033[2K"  # up over the last line (a status), to write the next in its place
 
@@ -104,13 +107,26 @@ class LinePrompt:
             moved_on = False
         return "".join(taken)
 
+    def _rows_above_cursor(self) -> int:
+        """The rows the prompt and the line being typed fill above the
+        cursor's (a line longer than the terminal is wide wraps)."""
+        ctypes = self.ctypes
+        try:
+            point = ctypes.c_int.in_dll(self.library, "rl_point").value
+            typed = ctypes.c_char_p.in_dll(self.library, "rl_line_buffer").value or b""
+        except (ValueError, AttributeError):
+            return 0
+        before = self.prompt() + typed[:point].decode(sys.stdout.encoding or "utf-8", "replace")
+        return sum(columns(ch) for ch in before) // max(1, shutil.get_terminal_size()[0])
+
     def _draw_posted(self) -> None:
         text = self.take_posted()
         if text:
-            # Clear the prompt line, print, and have readline draw it again
-            # (forced: its redisplay() draws nothing while it thinks the
-            # line is still on screen).
-            self.out.write("\r\033[2K" + text)
+            # Clear the prompt and the line, every row of them, print, and
+            # have readline draw them again (forced: its redisplay() draws
+            # nothing while it thinks the line is still on screen).
+            up = self._rows_above_cursor()
+            self.out.write(("\033[%dA" % up if up else "") + "\r\033[J" + text)
             self.out.flush()
             self.library.rl_set_prompt(self._encode(self.prompt()))
             self.library.rl_forced_update_display()

@@ -565,23 +565,28 @@ def cursor_column(screen: str) -> int:
 _SCREEN_CONTROL = re.compile(r"\r|\n|\x07|\x08|\x1b[=>]|\x1b\[(\??)(\d*)([A-Za-z])")
 
 
-def render(output: str, width: int = 200) -> List[str]:
+def render(output: str, width: int = 200, wrap: bool = False) -> List[str]:
     """The lines a terminal width columns wide shows after output, its
     scrollback included: enough of one for what the client writes (CR, LF,
     cursor up, forward, back and to a column, erase line and below; colours, modes and the
-    bell are no text). Fails on any other sequence and on text past the
-    last column, so that a test never passes on a screen it misread."""
+    bell are no text). Fails on any other sequence and, unless wrap (as
+    xterm wraps: at the next character after the last column), on text
+    past the last column, so that a test never passes on a screen it misread."""
     lines = [[]]    # type: List[List[str]]
     row = column = 0
 
     def write(text: str) -> None:
-        nonlocal column
+        nonlocal column, row
         if "\x1b" in text:
             raise AssertionError("unexpected sequence in %r" % text)
-        line = lines[row]
         for ch in text:
-            if column >= width:
+            if column >= width and wrap:
+                row, column = row + 1, 0
+                if row == len(lines):
+                    lines.append([])
+            elif column >= width:
                 raise AssertionError("wrote past column %d: %r" % (width - 1, output[-500:]))
+            line = lines[row]
             line.extend(" " * (column + 1 - len(line)))
             line[column] = ch
             column += 1

@@ -236,7 +236,7 @@ class TerminalClientTest(ClientTestCase):
         bob.send("incoming while typing")
         # The message appears on its own line, and the prompt comes back with
         # what was typed so far.
-        tty.expect(r"\r\x1b\[2K\d\d:\d\d <bob> incoming while typing\r\ntty> half-")
+        tty.expect(r"\r\x1b\[J\d\d:\d\d <bob> incoming while typing\r\ntty> half-")
         tty.type("typed\r")
         bob.expect(r"^\d\d:\d\d <tty> half-typed$")
         tty.wait_reading()      # the next prompt, or ^D lands between two
@@ -406,6 +406,26 @@ class TerminalClientTest(ClientTestCase):
         tty.type("\x04")
         self.assertEqual(tty.wait(), 0)
 
+    def test_a_half_typed_line_wider_than_the_terminal_survives_incoming_lines(self):
+        bob = self.peer("bob")
+        bob.sync()
+        tty = TerminalClient(self.server.port, "--name", "tty", "--no-color", columns=60)
+        self.addCleanup(tty.close)
+        tty.expect(r"-- end of earlier messages\r\n(?=tty> )")
+        tty.wait_reading()
+        half = "this is a fairly long half typed line, longer than the terminal"
+        tty.type(half)
+        tty.expect(re.escape(half[-20:]))
+        for line in ("one", "two"):
+            bob.send(line)
+            tty.expect(r"<bob> %s\r\n" % line)
+            tty.expect(re.escape(half[-20:]))       # drawn again under it
+        screen = render(tty.text(), 60, wrap=True)
+        shown = "tty> " + half
+        self.assertEqual(screen[-4:], [screen[-4], screen[-3], shown[:60].rstrip(), shown[60:]], screen)
+        self.assertRegex(screen[-4], r"<bob> one$")
+        self.assertRegex(screen[-3], r"<bob> two$")
+
     def test_a_reconnect_status_stays_one_row_on_a_narrow_terminal(self):
         bob = self.peer("bob")
         bob.sync()
@@ -510,7 +530,7 @@ class TerminalClientTest(ClientTestCase):
         bob, tty = self.bob_and_tty()
         self.server.kill()
         tty.expect(r"-- connection lost; reconnecting")
-        tty.expect(r"\r\x1b\[2K\d\d:\d\d -- cannot connect to 127\.0\.0\.1:%d: nothing is "
+        tty.expect(r"\r\x1b\[J\d\d:\d\d -- cannot connect to 127\.0\.0\.1:%d: nothing is "
                    r"listening there; trying again in 2 s\r\n" % port)
         # The next failure replaces that line: up one line, cleared.
         tty.expect(r"\x1b\[1A\r\x1b\[2K\d\d:\d\d -- cannot connect .*; trying again in 4 s\r\n")
@@ -530,7 +550,7 @@ class TerminalClientTest(ClientTestCase):
         # The line as typed is taken off the screen (up a line, cleared to
         # the end), and the room's line takes its place.
         # (The next prompt may be drawn before the echo comes, or after.)
-        tty.expect(r"tty> /me waves\r\n\r?\x1b\[1A\r\x1b\[J(tty> \r\x1b\[2K)?"
+        tty.expect(r"tty> /me waves\r\n\r?\x1b\[1A\r\x1b\[J(tty> \r\x1b\[J)?"
                    r"\d\d:\d\d \* tty waves\r\n(?=tty> )")
         tty.type("hello all\r")
         # What the screen shows, not the bytes: how readline draws the keys
