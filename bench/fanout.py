@@ -150,13 +150,16 @@ def percentile(values, p):
 # The servers under test
 
 
+NCAT = ["ncat", "--chat", "-l"]
+
+
 class Target:
     """A running chat server: ours or ncat."""
 
     server = SERVER     # --server PATH: measure another copy (before/after)
     server_cpus = None  # --pin: the CPUs the server runs on
     server_args = []    # --server-args: options added to ours (e.g. --history 0)
-    peer_command = ["ncat", "--chat", "-l"]     # --peer: what runs in ncat's place
+    peer_command = NCAT     # --peer: what runs in ncat's place
 
     @classmethod
     def ours_command(cls, clients_file, port=0):
@@ -183,6 +186,20 @@ class Target:
             # Drain the log so the server never blocks on a full pipe.
             for stream in (self.proc.stdout, self.proc.stderr):
                 threading.Thread(target=self._drain, args=(stream,), daemon=True).start()
+        elif self.peer_command != NCAT:
+            # --peer (bench/floor.py): it takes a free port itself and says
+            # which, so that no other process can take it in between.
+            self.errfile = os.path.join(tmpdir, "peer.err")
+            with open(self.errfile, "wb") as err:
+                self.proc = subprocess.Popen(self.peer_command + [HOST, "0"],
+                                             stdin=subprocess.DEVNULL,
+                                             stdout=subprocess.PIPE, stderr=err)
+            match = re.search(rb":(\d+)\s*$", self.proc.stdout.readline())
+            if not match:
+                self.proc.kill()
+                raise RuntimeError("%s did not say its port" % " ".join(self.peer_command))
+            self.port = int(match.group(1))
+            threading.Thread(target=self._drain, args=(self.proc.stdout,), daemon=True).start()
         else:
             self.port = free_port()
             self.errfile = os.path.join(tmpdir, "ncat-%d.err" % self.port)
@@ -1276,8 +1293,9 @@ def main(argv=None):
                     help="the server (ours or ncat) on CPU 0, this load generator and its "
                          "workers on the others: no core shared (Linux, 2 CPUs or more)")
     ap.add_argument("--peer", metavar="'COMMAND'",
-                    help="run this in ncat's place (given HOST PORT), e.g. 'python3 "
-                         "bench/floor.py threads': the floor of a Python relay")
+                    help="run this in ncat's place: given HOST 0, it listens on a free port "
+                         "and prints HOST:PORT first, as 'python3 bench/floor.py threads' "
+                         "(the floor of a Python relay) does")
     args = ap.parse_args(argv)
     if args.peer:
         Target.peer_command = shlex.split(args.peer)

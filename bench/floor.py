@@ -4,6 +4,8 @@ threads cost before any of the chat's own work.
     python3 bench/floor.py threads HOST PORT
     python3 bench/floor.py select HOST PORT
 
+It prints `listening on HOST:PORT` first (PORT 0: a free one).
+
 Each relays every line a client sends to every other client, prefixed
 like ncat's "<userN> ", and nothing else: no names, no ids, no times, no
 flood limit, no queues. "threads" has a reader thread per client, as the
@@ -115,6 +117,7 @@ def main(argv):
     server.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
     server.bind((host, port))
     server.listen(128)
+    print("listening on %s:%d" % server.getsockname()[:2], flush=True)    # port 0: a free one
     (serve_threads if mode == "threads" else serve_select)(server)
 
 
