@@ -12,6 +12,7 @@ import signal
 import socket
 import threading
 import unittest
+from typing import Optional
 
 from broadcast_chat import clusterdata, wire
 from tests.redisbed import CERT, RedisServer, needs_redis, redis_has_tls
@@ -27,8 +28,9 @@ class ClusterCase(unittest.TestCase):
         self.redis = RedisServer().start()
         self.addCleanup(self.redis.close)
 
-    def node(self, name: str, *args: str, port: int = 0) -> ServerProcess:
-        server = ServerProcess("--redis", self.redis.url, "--node", name,
+    def node(self, name: str, *args: str, port: int = 0,
+             redis: Optional[RedisServer] = None) -> ServerProcess:
+        server = ServerProcess("--redis", (redis or self.redis).url, "--node", name,
                                "--presence-ttl", "1", *args, port=port).start()
         self.addCleanup(server.__exit__)
         # (The log line may come before or after "Server running".)
@@ -235,9 +237,7 @@ class FaultTest(ClusterCase):
     def test_an_error_reply_to_the_heartbeat_is_an_outage_not_the_end_of_it(self):
         slow = RedisServer(extra=["--lua-time-limit", "100"]).start()
         self.addCleanup(slow.close)
-        a = ServerProcess("--redis", slow.url, "--node", "a", "--presence-ttl", "1").start()
-        self.addCleanup(a.__exit__)
-        a.log.expect(r"joined the cluster as a$")
+        a = self.node("a", redis=slow)
         # Someone else's script runs for two to three seconds: Redis answers
         # BUSY meanwhile, to the heartbeats (five a second) too.
         slow.client(timeout=10).call("EVAL", "local t = redis.call('TIME')[1] + 0 "
