@@ -97,7 +97,16 @@ class RandomCutTest(ServerTestCase):
                                         for n in range(number, number + 20)))
             time.sleep(0.005)       # pacing the load, not synchronisation
         for resumer in resumers + [steady]:
-            self.assertTrue(resumer.done.wait(20), "%s did not finish" % resumer.name)
+            if not resumer.done.wait(20):
+                texts = [text for _, _, _, text in resumer.events]
+                ids = [event[0] for event in resumer.events]
+                gaps = [(a, b) for a, b in zip(ids, ids[1:]) if b != a + 1]
+                raise AssertionError(
+                    "%s did not finish: %d cuts left, %d events, last lines missing: %s, "
+                    "gaps in the ids: %s, last events: %s, last notes: %s" % (
+                        resumer.name, resumer.cuts_left, len(texts),
+                        [line for line in last.values() if line not in texts], gaps[:10],
+                        resumer.events[-5:], resumer.notes[-3:]))
             self.assertIsNone(resumer.error)
 
         def said(resumer):
