@@ -254,7 +254,7 @@ class Client:
                 self.dropped = True
                 if self.interactive and not self.options.no_reconnect:
                     got = dict(got, text="%s; not reconnecting" % got.get("text"))
-            elif code in ("renamed", "name_reclaimed") and kind in ("reply", "error"):
+            elif (kind, code) in (("reply", "renamed"), ("error", "name_reclaimed")):
                 new = got.get("name")
                 if isinstance(new, str) and new:
                     # The prompt and a reconnect use it; lines sent and not

@@ -8,7 +8,7 @@ import time
 from typing import Any, Dict, List, Optional
 
 from .names import name_key
-from .text import columns, sanitize
+from .text import columns, sanitize, width as text_width
 
 RESET = "\033[0m"
 DIM = "\033[2m"
@@ -166,8 +166,19 @@ HANG = 6    # continuation lines start under the text, past "HH:MM "
 
 def rows(line: str, width: int) -> int:
     """How many rows of a terminal width columns wide a line of plain text fills."""
-    used = sum(columns(ch) for ch in line)
-    return max(1, (used - 1) // max(1, width) + 1)
+    return max(1, (text_width(line) - 1) // max(1, width) + 1)
+
+
+def _pieces(line: str):
+    """line's characters one by one, and its colour escapes whole: (piece, columns)."""
+    position = 0
+    for match in list(_ESCAPE.finditer(line)) + [None]:
+        end = match.start() if match else len(line)
+        for ch in line[position:end]:
+            yield ch, columns(ch)
+        if match:
+            yield match.group(0), 0
+            position = match.end()
 
 
 def hang(line: str, width: int, indent: int = HANG) -> str:
@@ -179,20 +190,12 @@ def hang(line: str, width: int, indent: int = HANG) -> str:
         return line
     out = []        # type: List[str]
     column = 0
-    limit = width
-    position = 0
-    for match in list(_ESCAPE.finditer(line)) + [None]:
-        end = match.start() if match else len(line)
-        for ch in line[position:end]:
-            wide = columns(ch)
-            if column + wide > limit:
-                out.append("\n" + " " * indent)
-                column = indent
-            out.append(ch)
-            column += wide
-        if match:
-            out.append(match.group(0))
-            position = match.end()
+    for piece, wide in _pieces(line):
+        if column + wide > width:
+            out.append("\n" + " " * indent)
+            column = indent
+        out.append(piece)
+        column += wide
     return "".join(out)
 
 
@@ -200,19 +203,13 @@ def clip(line: str, width: int) -> str:
     """line cut to fit in one row of a terminal width columns wide, with
     "..." where it was cut: a status updated in place must stay one row."""
     limit = max(4, width - 1)   # the last column would leave the cursor waiting to wrap
-    if sum(columns(ch) for ch in _ESCAPE.sub("", line)) <= limit:
+    if text_width(_ESCAPE.sub("", line)) <= limit:
         return line
     out = []        # type: List[str]
     column = 0
-    position = 0
-    for match in list(_ESCAPE.finditer(line)) + [None]:
-        end = match.start() if match else len(line)
-        for ch in line[position:end]:
-            column += columns(ch)
-            if column > limit - 3:
-                return "".join(out) + "..." + (RESET if "\x1b" in line else "")
-            out.append(ch)
-        if match:
-            out.append(match.group(0))
-            position = match.end()
-    return line     # not reached: the line is wider than limit
+    for piece, wide in _pieces(line):
+        column += wide
+        if column > limit - 3:
+            break
+        out.append(piece)
+    return "".join(out) + "..." + (RESET if "\x1b" in line else "")

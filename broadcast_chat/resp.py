@@ -5,6 +5,7 @@ moves their bytes over one socket. Standard library only.
 """
 
 import collections
+import functools
 import hashlib
 import re
 import socket
@@ -188,6 +189,7 @@ def describe(address: RedisAddress) -> str:
     return "%s:%d" % (host, address.port)
 
 
+@functools.lru_cache(maxsize=None)     # a few scripts, each hashed once
 def script_sha(script: str) -> str:
     """The SHA1 that Redis knows a Lua script by (EVALSHA)."""
     return hashlib.sha1(script.encode("utf-8")).hexdigest()

@@ -13,7 +13,7 @@ import sys
 import threading
 from typing import Callable, Optional
 
-from .text import columns
+from .text import width
 
 UP_OVER = "\033[1A\r\033[2K"  # up over the last line (a status), to write the next in its place
 
@@ -117,7 +117,7 @@ class LinePrompt:
         except (ValueError, AttributeError):
             return 0
         before = self.prompt() + typed[:point].decode(sys.stdout.encoding or "utf-8", "replace")
-        return sum(columns(ch) for ch in before) // max(1, shutil.get_terminal_size()[0])
+        return width(before) // max(1, shutil.get_terminal_size()[0])
 
     def _draw_posted(self) -> None:
         text = self.take_posted()

@@ -43,3 +43,8 @@ def columns(ch: str) -> int:
     if ch in _KEPT_FORMAT_CHARS or unicodedata.combining(ch):
         return 0
     return 2 if unicodedata.east_asian_width(ch) in ("W", "F") else 1
+
+
+def width(text: str) -> int:
+    """Columns text takes on a terminal (columns() of each character)."""
+    return sum(columns(ch) for ch in text)
