@@ -1,33 +1,32 @@
 """One room across several servers, through Redis.
 
-Every server of a cluster hands the events its members make (lines,
-actions, folded notices) to Redis, where one script gives them the
-room's next ids and appends them to one Stream; every server, this one
-included, reads the Stream back in order and delivers what it reads. So
-all members everywhere see one order, a sender's lines keep theirs, and
-the Stream is the room's history: a member resumes on any server. The
-Stream, not pub/sub, carries live delivery: a reader that was cut off
-reads on from the last id it had, so nothing is skipped unseen, and a
-gap (the Stream trimmed, Redis restarted empty) is a gap in the ids,
-told to members as events missed.
+Every server of a cluster hands the events its members make (lines, actions,
+folded notices) to Redis, where one script gives them the room's next ids
+and appends them to one Stream; every server, this one included, reads the
+Stream back in order and delivers what it reads. So all members everywhere
+see one order, a sender's lines keep theirs, and the Stream is the room's
+history: a member resumes on any server. The Stream, not pub/sub, carries
+live delivery: a reader that was cut off reads on from the last id it had,
+so nothing is skipped unseen, and a gap (the Stream trimmed, Redis restarted
+empty) is a gap in the ids, told to members as events missed.
 
 Names are claimed in Redis, under every key of the name (names.name_keys),
-by a script that also lists the member under its server; a server's
-presence is a key that expires, so the names and members of a server
-killed outright are free again within presence_ttl, and another server
-announces that they left. Private messages go to a Stream of the target's
-server.
+by a script that also lists the member under its server; a server's presence
+is a key that expires, so the names and members of a server killed outright
+are free again within presence_ttl, and another server announces that they
+left. Private messages go to a Stream of the target's server.
 
-While Redis cannot be reached, this server's room goes on alone: events
-are shown here without ids and sent on when Redis answers again (a
-sequence number per server keeps the script from appending one twice),
-names are checked here only. Three connections: the publisher's (taken
-with publish_lock, by the publisher thread or a sender's reader), the
-reader's (its thread's alone, blocked in XREAD) and the control one
-(control_lock: presence, names, /who, whispers).
+While Redis cannot be reached, this server's room goes on alone: events are
+shown here without ids and sent on when Redis answers again (a sequence
+number per server keeps the script from appending one twice), names are
+checked here only. Three connections: the publisher's (taken with
+publish_lock, by the publisher thread or a sender's reader), the reader's
+(its thread's alone, blocked in XREAD) and the control one (control_lock:
+presence, names, /who, whispers).
 """
 
 import collections
+import functools
 import threading
 import time
 import traceback
@@ -87,6 +86,7 @@ class Cluster:
         self.order = InOrder()  # what is delivered here (deliver_lock)
         self.deliver_lock = threading.Lock()    # deliveries in id order, from two threads
         self.generation = 0     # times joined: a connection of an earlier time failing is old news
+        self.followed = []      # type: List[wire.Notice]  the others', read since a beat asked
         self.changed = threading.Condition(self.lock)
         # Read by the room without the lock (replaced whole, never changed):
         self.elsewhere = []     # type: List[str]  names on the other servers
@@ -303,9 +303,7 @@ class Cluster:
                 continue    # this server's, delivered as Redis gave its id
             event, origin, seq = entry_event(entry_id, flat)
             mine = None
-            if origin != node:
-                self.elsewhere = follow(self.elsewhere, event.notice)
-            else:
+            if origin == node:
                 item = self.pending.pop(seq, None)
                 if item is not None:
                     item.done = True
@@ -314,6 +312,9 @@ class Cluster:
                     # again (the script keeps an event from going in twice).
                     for seq in [s for s in self.pending if s < item.seq]:
                         self.pending.pop(seq).done = True
+            elif event.notice is not None:
+                self.elsewhere = follow(self.elsewhere, event.notice)
+                self.followed.append(event.notice)
             out, gap = self.order.read(event, mine)
             batch += out
             missed += gap
@@ -446,21 +447,17 @@ class Cluster:
         """This server's presence refreshed; the others' looked at: names
         listed, and the members of a server gone announced as left."""
         conn = self.control
-        alive = self.keys.alive(self.node)
-        ttl = int(self.presence_ttl * 1000)
-        was, _, nodes = conn.checked([["SET", alive, "1", "PX", ttl, "GET"],
-                                      ["SADD", self.keys.nodes, self.node],
-                                      ["SMEMBERS", self.keys.nodes]])
-        others = sorted(n.decode("utf-8") for n in nodes if n.decode("utf-8") != self.node)
-        replies = conn.checked([c for n in others for c in (
-            ["EXISTS", self.keys.alive(n)], ["HKEYS", self.keys.members(n)])])
-        elsewhere = []
-        for index, other in enumerate(others):
-            if replies[2 * index]:
-                elsewhere += [name.decode("utf-8") for name in replies[2 * index + 1]]
-            else:
-                self._reap(other)
-        self.elsewhere = elsewhere
+        was, _ = conn.checked([["SET", self.keys.alive(self.node), "1", "PX",
+                                int(self.presence_ttl * 1000), "GET"],
+                               ["SADD", self.keys.nodes, self.node]])
+        with self.lock:
+            self.followed = []
+        elsewhere, gone = self._ask_names(conn)
+        for other in gone:
+            self._reap(other)
+        with self.lock:
+            # Notices read while we asked may be newer than the answer.
+            self.elsewhere = functools.reduce(follow, self.followed, elsewhere)
         if was is None and self.joined and self.state == UP:
             # Not heard of for presence_ttl (the process stopped, the
             # network cut): the others may have announced our members gone.
@@ -550,16 +547,19 @@ class Cluster:
         keys, args = self.keys.claim(member.serial, name)
         self._combined("release", keys, args[:2])
 
+    def _ask_names(self, conn: resp.Redis) -> Tuple[List[str], List[str]]:
+        """The names on the other servers heard of, and the servers not heard of."""
+        others = sorted(n.decode("utf-8") for n in conn.call("SMEMBERS", self.keys.nodes)
+                        if n.decode("utf-8") != self.node)
+        replies = conn.checked([c for n in others for c in (
+            ["EXISTS", self.keys.alive(n)], ["HKEYS", self.keys.members(n)])])
+        return ([name.decode("utf-8") for index in range(len(others)) if replies[2 * index]
+                 for name in replies[2 * index + 1]],
+                [other for index, other in enumerate(others) if not replies[2 * index]])
+
     def names(self) -> Optional[List[str]]:
         """The names on the other servers, asked now; None while out of reach."""
-        def ask(conn: resp.Redis) -> List[str]:
-            nodes = [n.decode("utf-8") for n in conn.call("SMEMBERS", self.keys.nodes)]
-            others = [n for n in nodes if n != self.node]
-            replies = conn.checked([c for n in others for c in (
-                ["EXISTS", self.keys.alive(n)], ["HKEYS", self.keys.members(n)])])
-            return [name.decode("utf-8") for index in range(len(others))
-                    if replies[2 * index] for name in replies[2 * index + 1]]
-        return self._control(ask)
+        return self._control(lambda conn: self._ask_names(conn)[0])
 
     def whisper(self, sender: Any, name: str, text: str) -> Optional[str]:
         """A private message to a member of another server: its name, or None."""

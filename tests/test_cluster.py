@@ -11,10 +11,11 @@ import re
 import signal
 import socket
 import threading
+import types
 import unittest
 from typing import Optional
 
-from broadcast_chat import clusterdata, wire
+from broadcast_chat import cluster, clusterdata, resp, wire
 from tests.redisbed import CERT, RedisServer, needs_redis, redis_has_tls
 from tests.support import TIMEOUT, Peer, ServerProcess, child_env, run_server, wait_until
 
@@ -92,8 +93,11 @@ class OneRoomTest(ClusterCase):
         alice = self.peer(a, "alice")
         bob = self.peer(b, "bob")
         alice.expect(r"-- bob joined$")
+        # b has read alice's join (in bob's backlog, or live after it: a's
+        # notice may reach the Stream after bob's), so carol's welcome names her.
+        bob.expect(r"-- alice joined$")
         carol = self.peer(b)
-        carol.send("/nick carol")       # after bob's join was read on a: named in the welcome
+        carol.send("/nick carol")
         carol.expect(r"-- welcome, carol! 2 others online")
         alice.send("/who")
         alice.expect(r"-- 3 online: alice, bob, carol$")
@@ -414,6 +418,31 @@ class FaultTest(ClusterCase):
             self.assertEqual(done.returncode, 2, done.stderr)
             self.assertRegex(done.stderr, r"^server.py: error: " + message)
             self.assertEqual(done.stderr.count("\n"), 1, done.stderr)
+
+
+@needs_redis
+class HeartbeatTest(ClusterCase):
+    def test_a_notice_read_while_the_heartbeat_asks_is_not_undone_by_its_answer(self):
+        a = self.node("a")
+        self.peer(a, "alice")
+        room = types.SimpleNamespace(lock=threading.Lock())
+        here = cluster.Cluster(room, resp.parse_url(self.redis.url), None, lambda *args: None,
+                               node="here")
+        self.addCleanup(here.control.close)
+        here.control.connect()
+        bob_joined = wire.Event(None, 1.0, "join", notice=wire.Notice("join", ["bob"], 0, ""))
+        ask = here._ask_names
+
+        def ask_then_read(conn):
+            answer = ask(conn)      # alice alone: bob's join is not in Redis yet...
+            with here.lock:         # ...but read from the Stream before the answer is taken
+                here._read_in([(b"0-1", [b"e", clusterdata.entry_value("a", 9, bob_joined)])])
+            return answer
+        here._ask_names = ask_then_read
+        here._beat()
+        self.assertEqual(here.elsewhere, ["alice", "bob"])
+        here._beat()                # the next heartbeat asks again: alice alone
+        self.assertEqual(here.elsewhere, ["alice"])
 
 
 class ClusterPureTest(unittest.TestCase):
