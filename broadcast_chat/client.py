@@ -28,11 +28,11 @@ from .clientoptions import client_tls_context, parse_client_args, settle_address
 from .completion import RoomMemory
 from .connection import (REFUSED_CODES, RESEND, ChatError, Connection, Received, SentLines,
                          StreamPosition)
-from .console import open_console_prompt, write_text
+from .console import open_console_prompt, reader_gone, silence, write_text
 from .names import check_name, name_from_hostname
 from .net import is_loopback
 from .pacer import Pacer, pipe_lines, typed_lines
-from .protocol import TokenBucket
+from .protocol import TokenBucket, interpret
 from .text import sanitize
 from .tls import read_password
 
@@ -109,23 +109,19 @@ class Client:
                 self.out.flush()
 
     def print_line(self, text: str, transient: bool = False) -> None:
-        """Print a line above the prompt, keeping what is half typed. On a
-        terminal a transient line (a status that changes) is replaced by the
-        next transient one if nothing came in between."""
+        """Print a line above the prompt, keeping what is half typed. On a terminal a
+        transient line (a status that changes) is replaced by the next one if none came between."""
         try:
             self._print_line(text, transient)
-        except BrokenPipeError:
+        except OSError as exc:
+            if not reader_gone(exc):
+                raise
             self.output_closed()
 
     def output_closed(self) -> None:
         """Whoever read our output stopped (a pipe into head): nothing more
         can be shown, so the client leaves, quietly, with status 1."""
-        try:
-            devnull = os.open(os.devnull, os.O_WRONLY)
-            os.dup2(devnull, self.out.fileno())     # nor at exit, when Python flushes
-            os.close(devnull)
-        except (OSError, ValueError, AttributeError):
-            pass
+        silence(self.out)       # nor at exit, when Python flushes
         if not self.exit_code:
             self.exit_code = 1
             self.quit()
@@ -259,9 +255,9 @@ class Client:
                 if isinstance(new, str) and new:
                     # The prompt and a reconnect use it; lines sent and not
                     # yet seen come back under it.
-                    with self.sent_lock:
+                    with self.sent_lock:    # one step for a line being sent meanwhile
                         self.sent_lines.renamed(self.name, new)
-                    self.name = new
+                        self.name = new
                 if kind == "reply":
                     return      # the room's notice of it shows it
             elif kind == "reply" and (code == "token" or code == "resumed" and not (
@@ -402,6 +398,8 @@ class Client:
             if not self.interactive or self.options.no_reconnect:
                 self.problem("not connected: line not sent")
                 return False
+            if interpret(text).kind == "quit":
+                return True     # no room to leave while disconnected: the client just ends
             if len(self.unsent) >= UNSENT_MAX:
                 self.problem("not connected, and %d lines already wait: line not sent"
                              % UNSENT_MAX)
@@ -457,7 +455,7 @@ class Client:
             for line in typed_lines(text):
                 if line.strip():
                     self.put_typed(line)
-            if text.split(" ", 1)[0].lower() == "/quit":
+            if interpret(text).kind == "quit":
                 return True
         return False
 
@@ -507,7 +505,7 @@ class Client:
             if not self.send(text):
                 self.exit_code = 1
                 return
-            if text.split(" ", 1)[0].lower() == "/quit":
+            if interpret(text).kind == "quit":
                 self.quitting.set()
                 return
         self.quit()
@@ -517,8 +515,7 @@ class Client:
 
         A read from a pipe cannot be interrupted reliably (a signal that comes
         just before the read starts is handled only once it returns), so the
-        main thread waits on a queue that the reader thread can also end.
-        """
+        main thread waits on a queue that the reader thread can also end."""
         try:
             for text in lines:
                 self.piped.put(text)

@@ -7,6 +7,8 @@ The keys, the output and the width are given to ConsolePrompt, so its logic
 runs with fakes on any platform; open_console_prompt() makes the real one.
 """
 
+import errno
+import os
 import shutil
 import sys
 import threading
@@ -84,6 +86,22 @@ def write_text(stream: TextIO, text: str) -> None:
     except UnicodeEncodeError:
         encoding = getattr(stream, "encoding", None) or "ascii"
         stream.write(text.encode(encoding, "backslashreplace").decode(encoding))
+
+
+def reader_gone(exc: OSError) -> bool:
+    """Whether a write failed because the pipe's reader closed it: EPIPE, or
+    EINVAL on Windows, where CPython does not make that a BrokenPipeError."""
+    return exc.errno == errno.EPIPE or (sys.platform == "win32" and exc.errno == errno.EINVAL)
+
+
+def silence(stream: TextIO) -> None:
+    """Send what is still written to stream nowhere (what Python flushes at exit too)."""
+    try:
+        devnull = os.open(os.devnull, os.O_WRONLY)
+        os.dup2(devnull, stream.fileno())
+        os.close(devnull)
+    except (OSError, ValueError, AttributeError):
+        pass
 
 
 def open_console_prompt(prompt: Callable[[], str],

@@ -64,8 +64,6 @@ class PipeClientTest(ClientTestCase):
         self.assertRegex(text, r"(?m)^\d\d:\d\d -- welcome, bot! 1 other online")
         self.assertNotIn("\x1b", text)     # no colours into a pipe
 
-    @unittest.skipIf(WINDOWS, "a write to a pipe closed by its reader fails with EINVAL there, "
-                     "not EPIPE")
     def test_output_closed_by_its_reader_ends_the_client_quietly(self):
         bob = self.peer("bob")
         proc = subprocess.Popen(client_command(self.server.port, ["--name", "bot"]),
@@ -462,6 +460,18 @@ class TerminalClientTest(ClientTestCase):
         tty.type("\x03")
         tty.expect(r"!! not sent: 1 line typed while disconnected")
         self.assertEqual(tty.wait(timeout=3), 1)    # not the join's 10 s
+
+    def test_quit_typed_while_disconnected_counts_only_the_lines_not_sent(self):
+        bob, tty = self.bob_and_tty()
+        self.server.kill()
+        tty.expect(r"-- connection lost; reconnecting")
+        tty.wait_reading()
+        tty.type("kept\r")
+        tty.expect(r"line kept, sent once reconnected \(1 waiting\)")
+        tty.type("/quit\r")
+        tty.expect(r"!! not sent: 1 line typed while disconnected")
+        self.assertEqual(tty.wait(), 1)
+        self.assertNotIn("2 waiting", tty.text())
 
     def test_a_c_locale_terminal_shows_an_emoji_escaped_and_keeps_reading(self):
         bob = self.peer("bob")
