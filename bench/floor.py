@@ -26,7 +26,7 @@ def relay(clients, lock, sender, data):
         for sock in clients:
             if sock is not sender:
                 try:
-                    sock.send(data)
+                    sock.sendall(data)
                 except OSError:
                     pass
 

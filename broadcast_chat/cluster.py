@@ -36,7 +36,6 @@ from . import resp, wire
 from .clusterdata import (CLAIM, RELEASE, SCRIPTS, Delivery, InOrder, Keys, Outgoing,
                           entry_event, follow, node_name, publish_args, stale_names)
 from .member import LEFT
-from .names import name_keys
 
 UP = "up"           # connected: events go through Redis
 DOWN = "down"       # not (yet, or not any more): the room goes on alone
@@ -398,18 +397,22 @@ class Cluster:
     def _let_go_of_stale(self) -> List[str]:
         """Release the names listed under this server that no member of it
         holds now (let go of while Redis was out of reach, or an earlier
-        run's under this node name); returns them."""
+        run's under this node name); returns those nobody here holds now."""
         with self.lock:
             held = {self.keys.owner(m.serial): m.name for m in self.room.members
                     if m.name is not None}
-        return self._release(self.keys, held)
+        released = self._release(self.keys, self.control.call(
+            "HGETALL", self.keys.members(self.node)), held)
+        return [name for name in released if name not in held.values()]
 
-    def _release(self, keys: Keys, held: Dict[str, str]) -> List[str]:
-        """Release the names listed under keys' server but those held."""
-        stale = stale_names(self.control.call("HGETALL", keys.members(keys.node)), held)
+    def _release(self, keys: Keys, listed: List[bytes], held: Dict[str, str],
+                 gone: str = "") -> List[str]:
+        """Release the names of listed (keys' server's members hash, as HGETALL
+        gives it) but those held; gone "1": only while that server is gone."""
+        stale = stale_names(listed, held)
         calls = [keys.claim(serial, name) for serial, name in stale]
         if calls:
-            self.control.checked([["EVAL", RELEASE, len(names)] + names + args[:2]
+            self.control.checked([["EVAL", RELEASE, len(names)] + names + args + [gone]
                                   for names, args in calls])
         return [name for _, name in stale]
 
@@ -471,13 +474,14 @@ class Cluster:
         members leave (a notice) and its traces go, but for its last
         sequence number: a publish of its still on its way, or sent again
         when it comes back, must not be appended twice."""
-        conn = self.control
-        if conn.call("SET", self.keys.reaped(other), self.node, "NX", "PX", 60000) is None:
-            return
+        keys = Keys(self.keys.prefix, other)
+        listed = self._script(self.control, "reap", [keys.alive(other), keys.reaped(other),
+                              keys.members(other), keys.inbox(other), keys.nodes],
+                              [self.node, other])
+        if listed is None:
+            return      # back, or reaped by another
         # Its names are free again (also should it come back under its name).
-        gone = self._release(Keys(self.keys.prefix, other), {})
-        conn.checked([["DEL", self.keys.members(other), self.keys.inbox(other)],
-                      ["SREM", self.keys.nodes, other]])
+        gone = self._release(keys, listed, {}, "1")
         self.log("info", "redis %s: server %s is gone (not heard of for %g s); %d of its "
                          "members leave" % (self.url, other, self.presence_ttl, len(gone)))
         if gone:
@@ -563,22 +567,9 @@ class Cluster:
 
     def whisper(self, sender: Any, name: str, text: str) -> Optional[str]:
         """A private message to a member of another server: its name, or None."""
-        keys = name_keys(name)
-
-        def send(conn: resp.Redis) -> Optional[str]:
-            for place in (1, 0, 2):
-                held = conn.call("GET", self.keys.name(place, keys[place]))
-                if held is not None:
-                    break
-            else:
-                return None
-            node, serial, holder = held.decode("utf-8").split("|", 2)
-            if node == self.node or not conn.call("EXISTS", self.keys.alive(node)):
-                return None
-            conn.call("XADD", self.keys.inbox(node), "MAXLEN", "~", self.inbox_max, "*",
-                      "f", sender.name, "s", serial, "n", holder, "x", text)
-            return holder
-        return self._control(send)
+        keys, args = self.keys.whisper(name, sender.name, text, self.inbox_max)
+        holder = self._control(lambda conn: self._script(conn, "whisper", keys, args))
+        return holder.decode("utf-8") if holder else None
 
     # -- stopping -------------------------------------------------------------
 

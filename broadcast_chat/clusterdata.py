@@ -60,8 +60,11 @@ redis.call('HSET', KEYS[4], ARGV[2], ARGV[1])
 return false
 """
 
-# KEYS and ARGV[1..2] as CLAIM's: the name let go, if still this owner's.
+# KEYS and ARGV[1..3] as CLAIM's, then "1" to let go only while the
+# owner's server is gone: the name let go, if still this owner's.
 RELEASE = """
+if ARGV[4] == '1' and redis.call('EXISTS', ARGV[3] .. string.match(ARGV[1], '^([^|]*)|')) == 1
+  then return 0 end
 local value = ARGV[1] .. '|' .. ARGV[2]
 for i = 1, 3 do
   if redis.call('GET', KEYS[i]) == value then redis.call('DEL', KEYS[i]) end
@@ -70,7 +73,41 @@ if redis.call('HGET', KEYS[4], ARGV[2]) == ARGV[1] then redis.call('HDEL', KEYS[
 return 1
 """
 
-SCRIPTS = {"publish": PUBLISH, "claim": CLAIM, "release": RELEASE}
+# KEYS: a server's presence key, its reaped key, members hash and inbox,
+# the set of servers. ARGV: the server reaping, the server gone. If that
+# server is gone and nobody reaped it yet: its traces removed, its members
+# hash returned (as HGETALL), else nil. Its names are let go of after, by
+# RELEASE with "1": a server that comes back meanwhile claims them again.
+REAP = """
+if redis.call('EXISTS', KEYS[1]) == 1 then return false end
+if not redis.call('SET', KEYS[2], ARGV[1], 'NX', 'PX', 60000) then return false end
+local members = redis.call('HGETALL', KEYS[3])
+redis.call('DEL', KEYS[3], KEYS[4])
+redis.call('SREM', KEYS[5], ARGV[2])
+return members
+"""
+
+# KEYS: a name's three keys, in the order looked at. ARGV: the prefix of
+# presence keys, the prefix of inboxes, the server sending, the inbox's
+# length, the sender's name, the text. Returns the holder's name once the
+# message is in its server's inbox; nil when no member of another live
+# server holds the name.
+WHISPER = """
+for i = 1, 3 do
+  local held = redis.call('GET', KEYS[i])
+  if held then
+    local node, serial, holder = string.match(held, '^([^|]*)|([^|]*)|(.*)$')
+    if node == ARGV[3] or redis.call('EXISTS', ARGV[1] .. node) == 0 then return false end
+    redis.call('XADD', ARGV[2] .. node, 'MAXLEN', '~', ARGV[4], '*',
+      'f', ARGV[5], 's', serial, 'n', holder, 'x', ARGV[6])
+    return holder
+  end
+end
+return false
+"""
+
+SCRIPTS = {"publish": PUBLISH, "claim": CLAIM, "release": RELEASE, "reap": REAP,
+           "whisper": WHISPER}
 
 
 class Outgoing:
@@ -111,6 +148,13 @@ class Keys:
 
     def name(self, place: int, key: str) -> str:
         return "%sname:%d:%s" % (self.prefix, place, key)
+
+    def whisper(self, name: str, sender: str, text: str,
+                inbox_max: int) -> Tuple[List[str], List[Any]]:
+        """KEYS and ARGV of WHISPER: the name looked up folded first, then as drawn."""
+        keys = names.name_keys(name)
+        return ([self.name(place, keys[place]) for place in (1, 0, 2)],
+                [self.alive_prefix, self.inbox(""), self.node, inbox_max, sender, text])
 
     def owner(self, serial: int) -> str:
         """What a name's keys and this server's members hash hold of its holder."""

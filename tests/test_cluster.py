@@ -421,15 +421,24 @@ class FaultTest(ClusterCase):
 
 
 @needs_redis
-class HeartbeatTest(ClusterCase):
+class ControlTest(ClusterCase):
+    """A Cluster in this process, its threads not started, the steps of its
+    control thread run one by one, with another's step put between two."""
+
+    def cluster(self, node: str) -> cluster.Cluster:
+        room = types.SimpleNamespace(lock=threading.Lock(), members=[],
+                                     announce=lambda *args: None)
+        here = cluster.Cluster(room, resp.parse_url(self.redis.url), None, lambda *args: None,
+                               node=node)
+        self.addCleanup(here.control.close)
+        here.control.connect()
+        here.state = cluster.UP
+        return here
+
     def test_a_notice_read_while_the_heartbeat_asks_is_not_undone_by_its_answer(self):
         a = self.node("a")
         self.peer(a, "alice")
-        room = types.SimpleNamespace(lock=threading.Lock())
-        here = cluster.Cluster(room, resp.parse_url(self.redis.url), None, lambda *args: None,
-                               node="here")
-        self.addCleanup(here.control.close)
-        here.control.connect()
+        here = self.cluster("here")
         bob_joined = wire.Event(None, 1.0, "join", notice=wire.Notice("join", ["bob"], 0, ""))
         ask = here._ask_names
 
@@ -443,6 +452,37 @@ class HeartbeatTest(ClusterCase):
         self.assertEqual(here.elsewhere, ["alice", "bob"])
         here._beat()                # the next heartbeat asks again: alice alone
         self.assertEqual(here.elsewhere, ["alice"])
+
+    def test_a_restarted_server_lets_go_of_its_last_runs_names_but_tells_of_none_held_now(self):
+        last_run = self.cluster("b")
+        last_run.room.members += [types.SimpleNamespace(serial=7, name="carol"),
+                                  types.SimpleNamespace(serial=8, name="dave")]
+        self.assertEqual(last_run._claim_all(), [])
+        this_run = self.cluster("b")    # carol came back to it before Redis answered; dave not
+        this_run.room.members.append(types.SimpleNamespace(serial=1, name="carol"))
+        self.assertEqual(this_run._let_go_of_stale(), ["dave"])
+        self.assertEqual(this_run._claim_all(), [])     # carol's again, under this run
+
+    def test_a_server_back_while_it_is_reaped_keeps_its_names(self):
+        back, reaper = self.cluster("back"), self.cluster("reaper")
+        carol = types.SimpleNamespace(serial=7, name="carol", state=None)
+        back.room.members.append(carol)
+        alive = ["SET", back.keys.alive("back"), "1"]
+        back.control.checked([alive, ["SADD", back.keys.nodes, "back"]])
+        self.assertEqual(back._claim_all(), [])
+        back.control.call("DEL", back.keys.alive("back"))     # not heard of: gone
+        release = reaper._release
+
+        def back_between(*args):    # back beats and claims again before the names go
+            back.control.call(*alive)
+            self.assertEqual(back._claim_all(), [])
+            return release(*args)
+        reaper._release = back_between
+        reaper._reap("back")
+        newcomer = types.SimpleNamespace(serial=1, name=None, state=None)
+        self.assertEqual(reaper.claim(newcomer, "carol"), "carol")     # still back's
+        self.assertEqual(reaper.control.call("HGET", back.keys.members("back"), "carol"),
+                         b"back|7")
 
 
 class ClusterPureTest(unittest.TestCase):
