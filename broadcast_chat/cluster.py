@@ -545,8 +545,9 @@ class Cluster:
         return self.HERE if node == self.node else held
 
     def release(self, member: Any, name: str) -> None:
-        """Let go of a name member held (or claimed and did not get)."""
-        if member.name is None or member.state == LEFT:
+        """Let go of a name member held (or claimed and did not get); its
+        own name: it is leaving, no private message reaches it now."""
+        if member.name in (None, name) or member.state == LEFT:
             self.local.pop(member.serial, None)
         keys, args = self.keys.claim(member.serial, name)
         self._combined("release", keys, args[:2])
@@ -562,8 +563,9 @@ class Cluster:
                 [other for index, other in enumerate(others) if not replies[2 * index]])
 
     def names(self) -> Optional[List[str]]:
-        """The names on the other servers, asked now; None while out of reach."""
-        return self._control(lambda conn: self._ask_names(conn)[0])
+        """The names on the other servers, asked now (the last known while out of reach)."""
+        names = self._control(lambda conn: self._ask_names(conn)[0])
+        return self.elsewhere if names is None else names
 
     def whisper(self, sender: Any, name: str, text: str) -> Optional[str]:
         """A private message to a member of another server: its name, or None."""

@@ -109,6 +109,9 @@ class Room:
         return None
 
     def leave(self, member: Member, reason: str) -> None:
+        name = member.name if member.state == JOINED else None
+        if name is not None and self.cluster is not None:
+            self.cluster.release(member, name)      # before any server can read that it left
         with self.lock:
             if member.state == LEFT:
                 return
@@ -129,8 +132,8 @@ class Room:
                     self._announce("leave", member.name, reason)
             self.writer.retire(member.queue)
             size = len(self.members)
-        if joined and self.cluster is not None:
-            self.cluster.release(member, member.name)
+        if joined and self.cluster is not None and member.name != name:
+            self.cluster.release(member, member.name)   # renamed meanwhile (a name taken back)
         self.on_size(size)
         self.on_change()
         self.log("leave", member.name or "-", member.address, reason)
@@ -300,11 +303,7 @@ class Room:
 
     def names(self) -> List[str]:
         """Everyone's names: in a cluster, on every server (asked of Redis)."""
-        elsewhere = []      # type: List[str]
-        if self.cluster is not None:
-            elsewhere = self.cluster.names()
-            if elsewhere is None:   # Redis out of reach: the last names known
-                elsewhere = self.cluster.elsewhere
+        elsewhere = self.cluster.names() if self.cluster is not None else []
         with self.lock:
             named = [m.name for m in self.members if m.state == JOINED]
         return sorted(named + elsewhere, key=str.casefold)
@@ -365,9 +364,7 @@ class Room:
     def whisper_elsewhere(self, sender: Member, name: str, text: str) -> Optional[str]:
         """A private message to a member of another server of the cluster:
         its name as it holds it, or None if nobody anywhere holds name."""
-        if self.cluster is None:
-            return None
-        target = self.cluster.whisper(sender, name, text)
+        target = self.cluster.whisper(sender, name, text) if self.cluster is not None else None
         if target is not None:
             self.tell(sender, wire.private(sender.fmt, self.clock(), sender.name, target,
                                            text, True), after_notices=True)

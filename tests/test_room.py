@@ -149,6 +149,39 @@ class OrderTest(RoomCase):
             room.writer.crowded()
 
 
+class ClusterNamesTest(RoomCase):
+    """The room's side of names in a cluster, with a stand-in for the cluster."""
+
+    class StandIn:
+        HERE = "here"
+        elsewhere = []
+
+        def __init__(self, room):
+            self.room = room
+            self.released = []      # (name, leave notices waiting then)
+
+        def claim(self, member, name, force=False):
+            return None
+
+        def release(self, member, name):
+            with self.room.lock:
+                waiting = [notice for notice in self.room.notices if notice[0] == "leave"]
+            self.released.append((name, waiting))
+
+        def send(self, events, sender, flush_after=False):
+            pass
+
+    def test_a_name_is_let_go_of_among_the_servers_before_its_leave_is_told(self):
+        room = self.make_room()
+        room.cluster = cluster = self.StandIn(room)
+        bob, _ = self.member(room, "bob")
+        room.leave(bob, "quit")
+        # Else a server could read "bob left" and still find bob's name held.
+        self.assertEqual(cluster.released, [("bob", [])])
+        self.assertEqual([notice[:2] for notice in room.notices], [("join", "bob"),
+                                                                   ("leave", "bob")])
+
+
 class SessionTest(RoomCase):
     def test_commands_are_a_table_and_each_answers_in_the_members_format(self):
         room = self.make_room()
