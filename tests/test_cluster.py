@@ -367,7 +367,14 @@ class FaultTest(ClusterCase):
         dave = self.peer(again, "dave")     # this run's first member, as carol was the last's
         alice.send("/msg carol not for dave")
         alice.expect(r"!! ")
-        dave.sync()
+        # One sent to carol as her server went: in b's inbox under her
+        # serial, which is dave's in this run. The inbox is read in order.
+        redis = self.redis.client()
+        serial = redis.call("HGET", "broadcast:members:b", "dave").split(b"|")[1]
+        redis.call("XADD", "broadcast:inbox:b", "*", "f", "alice", "s", serial, "n", "carol",
+                   "x", "not for dave either")
+        alice.send("/msg dave for dave")
+        dave.expect(r"\*alice\* for dave$")
         self.assertFalse([line for line in dave.lines if "not for dave" in line], dave.lines)
         alice.send("/who")
         alice.expect(r"-- 2 online: alice, dave$")
