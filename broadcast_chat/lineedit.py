@@ -12,7 +12,7 @@ width) is the caller's.
 import collections
 from typing import Callable, List, Optional
 
-from .text import columns
+from .text import JOINERS, columns
 
 # What feed() did, as Outcome.kind:
 NOTHING = "nothing"       # the key changed nothing (Left at the start, ...)
@@ -26,9 +26,6 @@ Outcome = collections.namedtuple("Outcome", "kind line")
 # Ctrl-Z: typed as a character, shown as ^Z; Enter on a line that starts
 # with it ends the input, as on a Windows console.
 CTRL_Z = "\x1a"
-
-# Invisible joiners that emoji sequences need: kept, though not printable.
-_JOINERS = frozenset("\u200c\u200d")
 
 
 def char_width(ch: str) -> int:
@@ -46,7 +43,7 @@ def _shown(text: str) -> str:
 
 
 def _typable(text: str) -> bool:
-    return bool(text) and all(ch.isprintable() or ch in _JOINERS for ch in text)
+    return bool(text) and all(ch.isprintable() or ch in JOINERS for ch in text)
 
 
 class LineEditor:
@@ -253,7 +250,7 @@ class WindowsKeys:
         elif ch in self.CONTROLS:
             keys.append(self.CONTROLS[ch])
         else:
-            keys.append(ch if ch.isprintable() or ch in _JOINERS else "unknown")
+            keys.append(ch if ch.isprintable() or ch in JOINERS else "unknown")
         return keys
 
 

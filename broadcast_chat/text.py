@@ -11,7 +11,7 @@ def decode(raw: bytes) -> str:
 
 _MAYBE_UNSAFE = re.compile("[^\x20-\x7e]")
 # Invisible joiners that emoji sequences need; harmless on a terminal.
-_KEPT_FORMAT_CHARS = frozenset("\u200c\u200d")
+JOINERS = frozenset("\u200c\u200d")
 _UNSAFE_CATEGORIES = frozenset(("Cc", "Cf", "Zl", "Zp", "Cs"))
 
 
@@ -21,7 +21,7 @@ def _render_char(ch: str) -> str:
         return " " if ch == "\t" else "^" + chr(code + 0x40)
     if code == 0x7F:
         return "^?"
-    if ch in _KEPT_FORMAT_CHARS or unicodedata.category(ch) not in _UNSAFE_CATEGORIES:
+    if ch in JOINERS or unicodedata.category(ch) not in _UNSAFE_CATEGORIES:
         return ch
     return "<U+%04X>" % code
 
@@ -40,7 +40,7 @@ def sanitize(text: str) -> str:
 def columns(ch: str) -> int:
     """Columns ch takes on a terminal: 2 for wide East Asian characters, 0
     for combining marks and the joiners of emoji sequences, 1 otherwise."""
-    if ch in _KEPT_FORMAT_CHARS or unicodedata.combining(ch):
+    if ch in JOINERS or unicodedata.combining(ch):
         return 0
     return 2 if unicodedata.east_asian_width(ch) in ("W", "F") else 1
 
