@@ -307,8 +307,8 @@ class Client:
                 if not asked:       # a try asked for with Enter does not lengthen the wait
                     delay = min(delay * 2, BACKOFF_MAX)
                 tail, width = "; trying again in %d s" % delay, shutil.get_terminal_size()[0]
-                self.status(display.clip(retry_reason(exc), width - len("00:00 -- " + tail))
-                            + tail, True)
+                reason = display.clip(retry_reason(exc), width - len("00:00 -- " + tail))
+                self.status(display.clip(reason + tail, width - len("00:00 -- ")), True)
                 continue
             self.status("reconnected as %s" % self.name, True)
             self.tell_sent(sent, [], doubtful)

@@ -439,6 +439,15 @@ class TerminalClientTest(ClientTestCase):
         self.assertEqual(len(statuses), 1, screen)      # the second in the first's place
         self.assertRegex(statuses[0], r"-- cannot connect to .*\.\.\.; trying again in 4 s$")
 
+    def test_a_reconnect_status_stays_one_row_where_not_even_the_wait_fits(self):
+        tty = TerminalClient(self.server.port, "--name", "tty", "--no-color", columns=30)
+        self.addCleanup(tty.close)
+        tty.wait_reading()
+        self.server.kill()
+        wait_until(lambda: tty.text().count("; trying") >= 2, message="two reconnect statuses")
+        screen = render(tty.text(), 30)
+        self.assertEqual(len([line for line in screen if "; trying" in line]), 1, screen)
+
     def test_ctrl_c_while_it_joins_again_quits_at_once_and_says_what_was_not_sent(self):
         port = self.server.port
         bob, tty = self.bob_and_tty()
