@@ -562,7 +562,7 @@ class Cluster:
                  for name in replies[2 * index + 1]],
                 [other for index, other in enumerate(others) if not replies[2 * index]])
 
-    def names(self) -> Optional[List[str]]:
+    def names(self) -> List[str]:
         """The names on the other servers, asked now (the last known while out of reach)."""
         names = self._control(lambda conn: self._ask_names(conn)[0])
         return self.elsewhere if names is None else names
