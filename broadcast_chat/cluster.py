@@ -410,10 +410,10 @@ class Cluster:
         """Release the names of listed (keys' server's members hash, as HGETALL
         gives it) but those held; gone "1": only while that server is gone."""
         stale = stale_names(listed, held)
-        calls = [keys.claim(serial, name) for serial, name in stale]
+        calls = [(RELEASE, names, args + [gone]) for names, args in
+                 (keys.claim(serial, name) for serial, name in stale)]
         if calls:
-            self.control.checked([["EVAL", RELEASE, len(names)] + names + args + [gone]
-                                  for names, args in calls])
+            self.control.scripts(calls)
         return [name for _, name in stale]
 
     def _join_again_if_reaped(self, clashes: List[str]) -> bool:
@@ -433,13 +433,9 @@ class Cluster:
         with self.lock:
             members = [m for m in self.room.members if m.name is not None]
         clashes = []
-        commands = []
-        for member in members:
-            keys, args = self.keys.claim(member.serial, member.name)
-            commands.append(["EVAL", CLAIM, len(keys)] + keys + args + [""])
-        for member, got in zip(members, self.control.pipeline(commands) if commands else []):
-            if isinstance(got, resp.RedisError):
-                raise got
+        calls = [(CLAIM, keys, args + [""]) for keys, args in
+                 (self.keys.claim(member.serial, member.name) for member in members)]
+        for member, got in zip(members, self.control.scripts(calls) if calls else []):
             if got is not None:
                 clashes.append(member.name)
             else:
@@ -517,13 +513,9 @@ class Cluster:
                 batch, self.calls = self.calls, []
             if not conn.connected:
                 conn.connect()
-            replies = conn.pipeline([["EVALSHA", resp.script_sha(SCRIPTS[name]), len(keys)]
-                                     + keys + args for name, keys, args, _, _ in batch])
+            replies = conn.scripts([(SCRIPTS[name], keys, args)
+                                    for name, keys, args, _, _ in batch])
             for waiting, reply in zip(batch, replies):
-                if isinstance(reply, resp.RedisError) and reply.code == "NOSCRIPT":
-                    reply = self._script(conn, waiting[0], waiting[1], waiting[2])
-                elif isinstance(reply, resp.RedisError):
-                    raise reply
                 waiting[3:] = [True, reply]
         if self._control(lambda conn: None if call[3] else run_waiting(conn)) is None \
                 and not call[3]:

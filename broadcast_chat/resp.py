@@ -11,7 +11,7 @@ import re
 import socket
 import ssl
 import urllib.parse
-from typing import Any, List, Optional, Sequence
+from typing import Any, List, Optional, Sequence, Tuple
 
 from broadcast_chat.tls import describe_tls_error
 
@@ -306,6 +306,18 @@ class Redis:
             if exc.code != "NOSCRIPT":
                 raise
         return self.call("EVAL", script, len(keys), *keys, *args)
+
+    def scripts(self, calls: Sequence[Tuple[str, Sequence[Any], Sequence[Any]]]) -> List[Any]:
+        """Lua scripts (script, keys, args) in one pipeline by their SHA1,
+        each Redis does not have sent whole after; the first error raised."""
+        replies = self.pipeline([["EVALSHA", script_sha(script), len(keys)] + list(keys)
+                                 + list(args) for script, keys, args in calls])
+        for index, ((script, keys, args), reply) in enumerate(zip(calls, replies)):
+            if isinstance(reply, RedisError) and reply.code == "NOSCRIPT":
+                replies[index] = self.call("EVAL", script, len(keys), *keys, *args)
+            elif isinstance(reply, RedisError):
+                raise reply
+        return replies
 
     def checked(self, commands: Sequence[Sequence[Any]]) -> List[Any]:
         """pipeline(), with the first error reply raised as RedisError."""

@@ -8,7 +8,7 @@ import time
 import unittest
 
 from broadcast_chat.resp import (Parser, ProtocolError, Redis, RedisAddress, RedisConnectionError,
-                                 RedisError, encode, parse_url)
+                                 RedisError, encode, parse_url, script_sha)
 from tests.redisbed import RedisServer, needs_redis, redis_has_tls
 from tests.support import TIMEOUT, free_port
 
@@ -202,6 +202,20 @@ class RedisTest(unittest.TestCase):
         self.assertIsInstance(replies[2], RedisError)
         self.assertEqual(replies[2].code, "ERR")
         self.assertEqual(replies[3], b"x")
+
+    def test_scripts_run_by_sha1_in_one_pipeline_and_are_sent_whole_where_unknown(self) -> None:
+        self.redis.call("SCRIPT", "FLUSH")
+        double = "return tonumber(ARGV[1]) * 2"
+        key = "return redis.call('INCR', KEYS[1])"
+        self.assertEqual(self.redis.scripts([(double, [], [21]), (key, ["n"], []),
+                                             (double, [], [5])]), [42, 1, 10])
+        self.assertEqual(self.redis.call("SCRIPT", "EXISTS", script_sha(double),
+                                         script_sha(key)), [1, 1])
+        self.assertEqual(self.redis.scripts([(key, ["n"], []), (double, [], [1])]), [2, 2])
+        self.redis.call("SET", "text", "x")
+        with self.assertRaises(RedisError) as caught:
+            self.redis.scripts([(double, [], [1]), (key, ["text"], [])])
+        self.assertEqual(caught.exception.code, "ERR")
 
     def test_large_reply(self) -> None:
         self.redis.pipeline([("XADD", "big", "*") + tuple("f%d" % f for f in range(10))
