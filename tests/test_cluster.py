@@ -284,6 +284,39 @@ class FaultTest(ClusterCase):
         alice.send("/who")
         alice.expect(r"-- 3 online: alice, bob, carol$")
 
+    @unittest.skipUnless(hasattr(signal, "SIGSTOP"), "stops a server with SIGSTOP")
+    def test_what_the_stream_no_longer_holds_when_a_server_is_back_is_told_as_missed(self):
+        options = ("--rate-limit", "0", "--history-keep", "10")
+        a, b = self.node("a", *options), self.node("b", *options)
+        alice, carol = self.peer(a, "alice"), self.peer(a, "carol")
+        bob = self.peer(b, "bob")
+        alice.expect(r"-- bob joined$")
+        start = len(bob.lines)
+        b.send_signal(signal.SIGSTOP)
+        try:
+            # An entry each (lines read at once share one); b's reader may
+            # have one read on its way, of what the first publish appended.
+            count = 1200
+            alice.sendraw(b"".join(b"/me says %d\n" % n for n in range(count)))
+            carol.expect(r"\* alice says %d$" % (count - 1))
+            redis = self.redis.client()
+            wait_until(lambda: redis.call("XLEN", "broadcast:events") < count // 2,
+                       message="the Stream trimmed")
+        finally:
+            b.send_signal(signal.SIGCONT)
+        bob.expect(r"\* alice says %d$" % (count - 1))
+        told = [re.search(r"\* alice says (\d+)$|-- (\d+) events of the room missed: said on "
+                          r"other servers while this one could not hear them$", line)
+                for line in bob.lines[start:]]
+        numbers = [int(m.group(1)) for m in told if m and m.group(1)]
+        missed = [int(m.group(2)) for m in told if m and m.group(2)]
+        self.assertEqual(len(missed), 1, bob.lines[start:start + 5])
+        self.assertEqual(numbers, sorted(set(numbers)))
+        self.assertEqual(len(numbers) + missed[0], count)
+        where = [m.group(2) is not None for m in told if m].index(True)
+        before = numbers[where - 1] if where else -1
+        self.assertEqual(numbers[where] - before - 1, missed[0])   # told where the gap is
+
     def test_servers_share_one_port(self):
         a = self.node("a")
         b = self.node("b", port=a.port)
