@@ -465,7 +465,7 @@ class ControlTest(ClusterCase):
     """A Cluster in this process, its threads not started, the steps of its
     control thread run one by one, with another's step put between two."""
 
-    def cluster(self, node: str) -> cluster.Cluster:
+    def in_process(self, node: str) -> cluster.Cluster:
         room = types.SimpleNamespace(lock=threading.Lock(), members=[],
                                      announce=lambda *args: None)
         here = cluster.Cluster(room, resp.parse_url(self.redis.url), None, lambda *args: None,
@@ -478,7 +478,7 @@ class ControlTest(ClusterCase):
     def test_a_notice_read_while_the_heartbeat_asks_is_not_undone_by_its_answer(self):
         a = self.node("a")
         self.peer(a, "alice")
-        here = self.cluster("here")
+        here = self.in_process("here")
         bob_joined = wire.Event(None, 1.0, "join", notice=wire.Notice("join", ["bob"], 0, ""))
         ask = here._ask_names
 
@@ -494,17 +494,17 @@ class ControlTest(ClusterCase):
         self.assertEqual(here.elsewhere, ["alice"])
 
     def test_a_restarted_server_lets_go_of_its_last_runs_names_but_tells_of_none_held_now(self):
-        last_run = self.cluster("b")
+        last_run = self.in_process("b")
         last_run.room.members += [types.SimpleNamespace(serial=7, name="carol"),
                                   types.SimpleNamespace(serial=8, name="dave")]
         self.assertEqual(last_run._claim_all(), [])
-        this_run = self.cluster("b")    # carol came back to it before Redis answered; dave not
+        this_run = self.in_process("b")    # carol came back to it before Redis answered; dave not
         this_run.room.members.append(types.SimpleNamespace(serial=1, name="carol"))
         self.assertEqual(this_run._let_go_of_stale(), ["dave"])
         self.assertEqual(this_run._claim_all(), [])     # carol's again, under this run
 
     def test_a_server_back_while_it_is_reaped_keeps_its_names(self):
-        back, reaper = self.cluster("back"), self.cluster("reaper")
+        back, reaper = self.in_process("back"), self.in_process("reaper")
         carol = types.SimpleNamespace(serial=7, name="carol", state=None)
         back.room.members.append(carol)
         alive = ["SET", back.keys.alive("back"), "1"]
