@@ -377,8 +377,8 @@ class Cluster:
             self.room.adopt(epoch, events)
             with self.lock:
                 self.order.last = self.room.last_id
+        self._beat()    # first: heard of, nobody reaps it meanwhile (a second "left")
         stale = self._let_go_of_stale()
-        self._beat()
         clashes = self._claim_all()
         with self.lock:
             self.state = UP

@@ -503,6 +503,26 @@ class ControlTest(ClusterCase):
         self.assertEqual(this_run._let_go_of_stale(), ["dave"])
         self.assertEqual(this_run._claim_all(), [])     # carol's again, under this run
 
+    def test_a_server_restarted_under_its_name_is_not_reaped_while_it_joins(self):
+        last_run = self.in_process("b")
+        last_run.room.members.append(types.SimpleNamespace(serial=7, name="carol"))
+        self.assertEqual(last_run._claim_all(), [])
+        last_run.control.call("SADD", last_run.keys.nodes, "b")     # then killed: no presence
+        reaper = self.in_process("reaper")
+        this_run = self.in_process("b")
+        this_run.state = cluster.DOWN
+        this_run.room.__dict__.update(epoch="e", adopt=lambda epoch, events: None, last_id=0)
+        release = this_run._release
+
+        def reaper_between(*args):      # the reaper looks just before b lets go
+            reaper._beat()
+            return release(*args)
+        this_run._release = reaper_between
+        told = []
+        reaper.room.announce = this_run.room.announce = lambda *args: told.append(args)
+        this_run._join()
+        self.assertEqual(told, [("leave", ["carol"], "server restarted")])   # once
+
     def test_a_server_back_while_it_is_reaped_keeps_its_names(self):
         back, reaper = self.in_process("back"), self.in_process("reaper")
         carol = types.SimpleNamespace(serial=7, name="carol", state=None)
