@@ -462,13 +462,20 @@ class DeliveryTest(RoomTestCase):
         self.stuck_peer(self.server.port, "stuck")
         bob.expect(r"-- stuck joined$")
         started = time.monotonic()
-        progress = self.progress()
-        self.bulk(alice, progress, self.LINES, self.SIZE)
-        notices = self.receive_numbered(bob, "alice", self.LINES, progress)
+        notices = []
+        dropped = r"-- stuck left \(too slow: send queue over 65536 bytes\)$"
+        # Until it is dropped: under Wine a socket takes megabytes more
+        # than under Linux before a send would block (5.2 MB against 3.1
+        # in test_hostile's measure), at times more than one round.
+        for _ in range(4):
+            progress = self.progress()
+            self.bulk(alice, progress, self.LINES, self.SIZE)
+            notices += self.receive_numbered(bob, "alice", self.LINES, progress)
+            notices += bob.sync()
+            if any(re.search(dropped, line) for line in notices):
+                break
         elapsed = time.monotonic() - started
-        notices += bob.sync()
-        self.assertTrue(any(re.search(r"-- stuck left \(too slow: send queue over 65536 bytes\)$", line)
-                            for line in notices), notices)
+        self.assertTrue(any(re.search(dropped, line) for line in notices), notices)
         self.assertLess(elapsed, 10)
         self.server.log.expect(r" leave stuck \S+ too slow: send queue over 65536 bytes$")
         alice.send("/who")
